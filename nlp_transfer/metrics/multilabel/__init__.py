@@ -1,0 +1,1 @@
+"""Folder for the local `multilabel` evaluate metric (load it with ``evaluate.load(<this folder>)``)."""

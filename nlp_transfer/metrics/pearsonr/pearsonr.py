@@ -1,0 +1,70 @@
+# Local copy of the Pearson correlation metric for ``evaluate.load(<this folder>)``.
+# Self-contained on purpose: evaluate copies only this file into its modules cache.
+"""Pearson correlation between float predictions and references (scipy)."""
+import warnings
+
+import datasets
+import evaluate
+import numpy as np
+from scipy import stats
+
+_DESCRIPTION = """
+Pearson's r measures the linear relationship between two variables (+1 / -1: exact
+positive / negative linear relationship, 0: none). It is the usual metric for STS-B.
+Computed with scipy.stats.pearsonr. If predictions or references are constant (e.g. a
+regression head that has not started learning) the coefficient is undefined and NaN
+is returned (scipy's ConstantInputWarning is silenced).
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `float`): Predicted scores.
+    references (`list` of `float`): Ground truth scores.
+    return_pvalue (`bool`, defaults to `False`): Also return the two-sided p-value
+        under the key "pearsonr_pvalue".
+Returns:
+    pearsonr (`float`): in [-1, 1] (NaN for constant input).
+    pearsonr_pvalue (`float`): only when return_pvalue=True.
+Examples:
+    >>> metric = evaluate.load("nlp_transfer/metrics/pearsonr")
+    >>> metric.compute(predictions=[1.0, 2.0, 3.0, 5.0], references=[1.0, 2.0, 3.0, 4.0])
+    {'pearsonr': 0.9827076298239908}
+"""
+
+_CITATION = """
+@article{2020SciPy-NMeth,
+  author  = {Virtanen, Pauli and Gommers, Ralf and Oliphant, Travis E. and others},
+  title   = {{SciPy} 1.0: Fundamental Algorithms for Scientific Computing in Python},
+  journal = {Nature Methods},
+  year    = {2020},
+  volume  = {17},
+  pages   = {261--272},
+  doi     = {10.1038/s41592-019-0686-2}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Pearsonr(evaluate.Metric):
+    """Pearson correlation over float predictions and references."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
+            reference_urls=["https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.pearsonr.html"],
+            # no "numpy" format: datasets' numpy formatter would downcast to float32
+        )
+
+    def _compute(self, predictions, references, return_pvalue=False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            result = stats.pearsonr(np.asarray(references, dtype=np.float64),
+                                   np.asarray(predictions, dtype=np.float64))
+        out = {"pearsonr": float(result.statistic)}
+        if return_pvalue:
+            out["pearsonr_pvalue"] = float(result.pvalue)
+        return out

@@ -1,0 +1,171 @@
+"""Reload any output folder (or pushed Hub repo) and predict.
+
+Weights are read from safetensors only; a folder holding only pickle weights is refused
+unless ``allow_pickle=True`` is passed explicitly. LoRA adapters are merged into the
+encoder for inference (one matmul per projection instead of two)."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .errors import ModelError
+from .models import HEADS, TASKS, TransferModel, load_encoder, resolve_model, weights_sha256
+
+
+def resolve_output(path_or_repo: str | Path, revision: str | None = None) -> Path:
+    """A local output folder, or a Hub repo id downloaded to the local cache."""
+    p = Path(path_or_repo).expanduser()
+    if p.is_dir():
+        if not (p / "nlp_transfer.json").is_file():
+            raise ModelError(f"folder {p}", expected="an nlp_transfer output folder (with nlp_transfer.json)",
+                             found=f"files {sorted(x.name for x in p.iterdir())[:8]}",
+                             fix="pass the output.dir of a finished training run")
+        return p
+    s = str(path_or_repo)
+    if s.startswith((".", "/", "~")) or s.count("/") != 1:
+        raise ModelError("model to load", expected="an output folder or a Hub repo id 'user/name'",
+                         found=f"'{s}' does not exist", fix="check the path")
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(s, revision=revision))
+    except Exception as e:
+        raise ModelError(f"Hub repo '{s}'", expected="a reachable repo pushed by nlp_transfer",
+                         found=f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}",
+                         fix="check the repo id, your token and network") from None
+
+
+def _base_path(meta: dict[str, Any]) -> str:
+    ref = meta["base_model"]
+    if ref.get("path") and Path(ref["path"]).is_dir():
+        path = ref["path"]
+    else:
+        path = resolve_model(ref["name"])
+    if ref.get("sha256") and Path(path).is_dir():
+        sha = weights_sha256(path)
+        if sha and sha != ref["sha256"]:
+            warnings.warn(f"base model at {path} differs from the one this head was trained on "
+                          f"(sha256 {sha[:12]} != {ref['sha256'][:12]}); predictions may differ", stacklevel=3)
+    return path
+
+
+def load_model(path_or_repo: str | Path, device: str | torch.device | None = None, allow_pickle: bool = False,
+               revision: str | None = None) -> tuple[TransferModel, Any, dict[str, Any], Path]:
+    """Rebuild the trained TransferModel (LoRA merged), its tokenizer and metadata."""
+    from transformers import AutoTokenizer
+
+    out = resolve_output(path_or_repo, revision)
+    meta = json.loads((out / "nlp_transfer.json").read_text())
+    if not allow_pickle:
+        pickles = [p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+        if pickles:
+            raise ModelError(f"weights in {out}", expected="safetensors files only",
+                             found=f"pickle-based files {pickles}",
+                             fix="re-save as safetensors, or pass allow_pickle=True if you trust the source")
+    strategy = meta["strategy"]
+    remote = bool(meta.get("trust_remote_code", False))
+    if strategy in ("full", "partial"):
+        encoder = load_encoder(str(out), trust_remote_code=remote)
+    else:
+        encoder = load_encoder(_base_path(meta), trust_remote_code=remote)
+    h = meta["head"]
+    head = HEADS[h["type"]](encoder.config.hidden_size, h["num_outputs"], h.get("dropout", 0.0))
+    model = TransferModel(encoder, head, meta["pooling"], meta["task"])
+    if strategy == "lora":
+        from peft import PeftModel
+        if not (out / "adapter_model.safetensors").is_file():
+            raise ModelError(f"adapter in {out}", expected="adapter_model.safetensors", found="no such file",
+                             fix="re-run training; pickle adapters are not loaded")
+        model = PeftModel.from_pretrained(model, str(out)).merge_and_unload()
+    else:
+        model.head.load_state_dict(load_file(str(out / "head.safetensors")))
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(dev).eval()
+    return model, tokenizer, meta, out
+
+
+class Predictor:
+    """Callable that turns texts into predictions with the saved label names."""
+
+    def __init__(self, model: TransferModel, tokenizer: Any, meta: dict[str, Any], path: Path) -> None:
+        self.model, self.tokenizer, self.meta, self.path = model, tokenizer, meta, path
+        self.device = next(model.parameters()).device
+        self.label_names = meta.get("label_names")
+        self.task = meta["task"]
+
+    @torch.inference_mode()
+    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Raw head outputs in input order (batches formed in length order: little padding)."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out: np.ndarray | None = None
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], [text_pairs[i] for i in idx] if text_pairs else None,
+                                 truncation=True, max_length=self.meta["max_length"], padding=True, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items()
+                   if k in ("input_ids", "attention_mask", "token_type_ids")}
+            z = self.model(**enc)["logits"].float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(texts),) + z.shape[1:], dtype=np.float32)
+            out[idx] = z
+        return out if out is not None else np.empty((0,), dtype=np.float32)
+
+    def __call__(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None = None,
+                 batch_size: int = 64) -> list[dict[str, Any]]:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if text_pairs is not None:
+            text_pairs = [text_pairs] if isinstance(text_pairs, str) else list(text_pairs)
+        if self.meta.get("text_pair") and text_pairs is None:
+            raise ModelError("prediction input", expected="pairs of texts (this model was trained on text pairs)",
+                             found="single texts", fix="pass text_pairs=[...] (CLI: --pair)")
+        z = self.logits(texts, text_pairs, batch_size)
+        if self.task == "regression":
+            return [{"value": float(v)} for v in z.reshape(-1)]
+        probs = torch.softmax(torch.from_numpy(z), -1).numpy()
+        best = probs.argmax(-1)
+        return [{"label": self.label_names[i] if self.label_names else str(i), "score": float(p[i])}
+                for i, p in zip(best, probs)]
+
+
+def load(path_or_repo: str | Path, device: str | None = None, allow_pickle: bool = False,
+         revision: str | None = None) -> Predictor:
+    """Load an output folder (or Hub repo id) as a predictor: ``load(dir)(["text"])``."""
+    return Predictor(*load_model(path_or_repo, device, allow_pickle, revision))
+
+
+def evaluate_output(path: str | Path, data: str, split: str | None = None, **data_overrides: Any) -> dict[str, float]:
+    """Score a saved model on a labelled file/dataset with the metrics it was trained with."""
+    import yaml
+
+    from .config import DataConfig
+    from .data import _canonical_columns, _drop_empty, _encode_labels, load_raw
+    from .metrics import compute
+
+    predictor = load(path)
+    recipe = yaml.safe_load((predictor.path / "recipe.yaml").read_text())
+    dcfg = {**recipe["data"], **data_overrides, "name": data}
+    dcfg = DataConfig(**dcfg)
+    raw = load_raw(dcfg)
+    split = split or next((s for s in ("test", "validation", "dev", "train") if s in raw), list(raw)[0])
+    ds = _canonical_columns(raw[split], dcfg, split)
+    ds, _ = _drop_empty(ds, dcfg.text_pair_column is not None)
+    if predictor.task == "sequence_classification":
+        from datasets import ClassLabel
+        explicit = dcfg.label_names is not None or isinstance(ds.features["label"], ClassLabel)
+        ds = _encode_labels(ds, predictor.label_names, split, explicit)
+    texts = list(ds["text"][:])
+    pairs = list(ds["text_pair"][:]) if "text_pair" in ds.column_names else None
+    z = predictor.logits(texts, pairs)
+    spec = TASKS[predictor.task]
+    preds = spec.predictions(torch.from_numpy(z)).numpy()
+    refs = np.asarray(ds["label"][:])
+    names = recipe.get("eval", {}).get("metrics") or spec.default_metrics
+    scores = {k: float(v) for k, v in compute(names, predictions=preds, references=refs).items()}
+    scores["n"] = len(refs)
+    return scores

@@ -1,0 +1,429 @@
+"""The recipe: one readable top-to-bottom training run.
+
+config -> accelerator -> data -> model + strategy -> optimizer -> loop (with held-out
+and train-sample evaluation, early stopping) -> best weights -> save -> push.
+
+Why hand-written rather than ``transformers.Trainer``: Trainer cannot train a head on
+cached frozen features, evaluates the train split only as a separate full pass, and
+saves the last rather than the best adapter+head without extra callbacks. Everything
+distributed (DDP/FSDP/DeepSpeed, mixed precision, gradient accumulation, exact gathered
+metrics) comes from Accelerate.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from . import features as feats
+from .config import RecipeConfig
+from .data import PreparedData, prepare_data, tokenize
+from .errors import ConfigError, NLPTransferError
+from .models import (DEFAULT_MODEL, TASKS, build_model, count_params, embedded_model_path, format_params,
+                     weights_sha256)
+from .strategies import get_strategy, restore_trainable, snapshot_trainable, write_json
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """What ``train()`` returns: where the model is, and its metrics."""
+    output_dir: Path
+    metrics: dict[str, Any]
+    config: RecipeConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        from .hub import push_to_hub
+        return push_to_hub(self.output_dir, repo_id, **kwargs)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _compute_metrics(names: list[str], preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
+    from .metrics import compute
+    return {k: float(v) for k, v in compute(names, predictions=preds, references=refs).items()}
+
+
+def _collator(tokenizer: Any) -> Any:
+    from transformers import DataCollatorWithPadding
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=None)
+
+
+def _model_inputs(ds: Any) -> Any:
+    keep = [c for c in ("input_ids", "attention_mask", "token_type_ids", "label") if c in ds.column_names]
+    return ds.select_columns(keep)
+
+
+def _evaluate(accelerator: Any, model: torch.nn.Module, loader: DataLoader, task: str,
+              metric_names: list[str], desc: str, show: bool) -> tuple[dict[str, float], float]:
+    """Score one split. ``gather_for_metrics`` drops the samples Accelerate duplicated to
+    even out the last batch, so every example counts exactly once on any process count."""
+    spec = TASKS[task]
+    model.eval()
+    all_preds, all_refs, losses = [], [], []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
+            out = model(**batch)
+            preds = spec.predictions(out["logits"])
+            preds, refs, loss = accelerator.gather_for_metrics(
+                (preds, batch["labels"], out["loss"].detach().float().repeat(len(preds))))
+            all_preds.append(preds.float().cpu().numpy() if task == "regression" else preds.cpu().numpy())
+            all_refs.append(refs.float().cpu().numpy() if task == "regression" else refs.cpu().numpy())
+            losses.append(loss.cpu().numpy())
+    preds = np.concatenate(all_preds)
+    refs = np.concatenate(all_refs)
+    scores = _compute_metrics(metric_names, preds, refs)
+    scores["loss"] = float(np.concatenate(losses).mean())
+    scores["n"] = int(len(refs))
+    return scores, float(scores["loss"])
+
+
+def format_table(m: dict[str, Any], best_metric: str) -> str:
+    """The final printout: held-out vs train-sample metrics, gap, best epoch, params, time."""
+    rows = []
+    names = [k for k in m["held_out"] if k not in ("loss", "n")]
+    w = max(len(n) for n in names + ["metric"]) + 2
+    rows.append(f"{'metric':<{w}}{'held-out':>10}{'train-sample':>14}{'gap':>9}")
+    for n in names:
+        ho = m["held_out"][n]
+        tr = m["train_sample"].get(n, float("nan"))
+        rows.append(f"{n:<{w}}{ho:>10.4f}{tr:>14.4f}{tr - ho:>+9.4f}")
+    rows.append("")
+    rows.append(f"best epoch        {m['best_epoch']} of {m['epochs_run']} (by held-out {best_metric})")
+    rows.append(f"stopped early     {'yes' if m['stopped_early'] else 'no'}")
+    rows.append(f"strategy          {m['strategy']}  ({format_params(m['trainable_params'], m['total_params'])})")
+    rows.append(f"held-out / train  {m['data']['held_out_size']} / {m['data']['train_size']} examples "
+                f"({m['data'].get('duplicates_dropped', 0)} duplicates, {m['data'].get('leaked_dropped', 0)} leaks dropped)")
+    rows.append(f"wall time         {m['wall_s']:.1f} s")
+    line = "-" * max(len(r) for r in rows)
+    return "\n".join([line] + rows + [line])
+
+
+def _base_reference(resolved: str, name: str) -> dict[str, Any]:
+    """How an output folder points back at the encoder it was trained from."""
+    ref: dict[str, Any] = {"name": name, "path": resolved}
+    emb = embedded_model_path()
+    if emb is not None and Path(resolved) == emb:
+        ref["name"] = DEFAULT_MODEL
+        ref["embedded"] = True
+    ref["sha256"] = weights_sha256(resolved) if Path(resolved).is_dir() else None
+    return ref
+
+
+def _prepare_output_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output folder {out}", expected="a new or empty folder",
+                          found="an existing folder with files",
+                          fix="pass output.overwrite=true, or choose output.dir=<new folder>")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output folder {out}", expected="a writable folder", found=f"{type(e).__name__}: {e.strerror}",
+                          fix="choose output.dir=<a folder you can write>") from None
+
+
+# --------------------------------------------------------------------------- the recipe
+
+def train(cfg: RecipeConfig) -> TrainResult:
+    """Run a recipe end to end and return where its output folder is."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    import datasets
+    import transformers
+
+    t0 = time.time()
+    # Our own bars cover data, features, training and evaluation; library bars are noise.
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    spec = TASKS[cfg.task]
+    hp = cfg.resolved_train()
+    out_dir = Path(cfg.output.dir)
+
+    # ---- accelerator ----------------------------------------------------------
+    # split_batches: the configured batch size is the *global* batch, identical on 1 or N
+    # processes, so results do not depend on the number of devices.
+    report_to = [r for r in cfg.output.report_to if r and r != "none"]
+    accelerator = Accelerator(
+        split_batches=True,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        mixed_precision=None if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision,
+        log_with=report_to or None, project_dir=str(out_dir / "logs"))
+    main = accelerator.is_main_process
+    show = main and cfg.output.progress_bars
+    if accelerator.num_processes > 1 and cfg.train.batch_size % accelerator.num_processes:
+        raise ConfigError("train.batch_size", expected=f"a multiple of the {accelerator.num_processes} processes",
+                          found=str(cfg.train.batch_size), fix="pick a batch size divisible by the process count")
+    set_seed(cfg.train.seed)
+    if main:
+        _prepare_output_dir(out_dir, cfg.output.overwrite)
+    accelerator.wait_for_everyone()
+
+    # ---- data -------------------------------------------------------------------
+    with accelerator.main_process_first():
+        data: PreparedData = prepare_data(cfg.data, cfg.task)
+    label_names = data.label_names
+    num_labels = len(label_names) if label_names else None
+
+    # ---- model + strategy ----------------------------------------------------
+    strategy = get_strategy(cfg.strategy)
+    model, resolved, pooling = build_model(
+        cfg.model.name, cfg.task, num_labels, cfg.model.pooling, cfg.model.head_dropout, cfg.model.revision,
+        cfg.model.trust_remote_code, strategy=cfg.strategy.name, label_names=label_names)
+    tokenizer = AutoTokenizer.from_pretrained(resolved, revision=cfg.model.revision,
+                                              trust_remote_code=cfg.model.trust_remote_code)
+    limit = getattr(model.encoder.config, "max_position_embeddings", None)
+    if limit and cfg.model.max_length > limit:
+        raise ConfigError("model.max_length", expected=f"<= {limit} (the model's position limit)",
+                          found=str(cfg.model.max_length), fix=f"pass model.max_length={min(limit, 512)}")
+    with accelerator.main_process_first():
+        train_tok = tokenize(data.train, tokenizer, cfg.model.max_length)
+        held_tok = tokenize(data.held_out, tokenizer, cfg.model.max_length)
+        test_tok = tokenize(data.test, tokenizer, cfg.model.max_length) if (cfg.eval.use_test and data.test) else None
+    # A fixed, seeded sample of train, scored with the same metrics as held-out.
+    rng = np.random.default_rng(cfg.train.seed)
+    n_sample = min(cfg.eval.train_sample_size, len(train_tok))
+    sample_idx = np.sort(rng.choice(len(train_tok), size=n_sample, replace=False)) if n_sample else np.array([], int)
+
+    trained = strategy.apply(model)  # trainability is decided here, and only here
+    trainable, total = count_params(trained)
+    accelerator.print(f"[nlp_transfer] strategy={strategy.name} pooling={pooling} {format_params(trainable, total)}")
+    collate = _collator(tokenizer)
+
+    # ---- loaders (frozen: cached features; others: length-grouped token batches) ----
+    g = torch.Generator()
+    if strategy.uses_feature_cache:
+        cache_dir = None
+        if cfg.strategy.cache_features:
+            cache_dir = Path(cfg.output.cache_dir) if cfg.output.cache_dir else feats.default_cache_dir()
+        key = {"model_id": resolved, "revision": cfg.model.revision, "weights_sha": _base_reference(resolved, cfg.model.name)["sha256"],
+               "pooling": pooling, "max_length": cfg.model.max_length}
+        device = accelerator.device
+        model.to(device)
+        split_feats: dict[str, np.ndarray] = {}
+        # The main process computes and caches; the others then read the cache.
+        with accelerator.main_process_first():
+            for split, ds in (("train", train_tok), ("held_out", held_tok), ("test", test_tok)):
+                if ds is None:
+                    continue
+                arr, hit = feats.cached_features(model, ds, collate, cfg.eval.batch_size, device, key, cache_dir,
+                                                 f"features {split}", show)
+                split_feats[split] = arr
+                accelerator.print(f"[nlp_transfer] {split} features {'from cache' if hit else 'computed'}: {tuple(arr.shape)}")
+        label_dtype = torch.float32 if cfg.task == "regression" else torch.long
+
+        def feature_set(split: str, idx: np.ndarray | None = None) -> TensorDataset:
+            ds = {"train": train_tok, "held_out": held_tok, "test": test_tok}[split]
+            x = np.asarray(split_feats[split] if idx is None else split_feats[split][idx], dtype=np.float32)
+            y = np.asarray(ds["label"][:])
+            y = y if idx is None else y[idx]
+            return TensorDataset(torch.from_numpy(x), torch.as_tensor(y, dtype=label_dtype))
+
+        def to_batch(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+            x, y = zip(*items)
+            return {"features": torch.stack(x), "labels": torch.stack(y)}
+
+        train_loader = DataLoader(feature_set("train"), batch_size=cfg.train.batch_size, shuffle=True,
+                                  generator=g, collate_fn=to_batch)
+        held_loader = DataLoader(feature_set("held_out"), batch_size=cfg.eval.batch_size, collate_fn=to_batch)
+        sample_loader = DataLoader(feature_set("train", sample_idx), batch_size=cfg.eval.batch_size, collate_fn=to_batch)
+        test_loader = DataLoader(feature_set("test"), batch_size=cfg.eval.batch_size, collate_fn=to_batch) \
+            if test_tok is not None else None
+    else:
+        def sorted_eval(ds: Any) -> Any:
+            # Evaluation order does not matter to the metrics: sort by length, pad little.
+            return _model_inputs(ds.select(np.argsort(np.asarray(ds["length"][:]), kind="stable")))
+
+        lengths = [int(x) for x in train_tok["length"][:]]
+        sampler = LengthGroupedSampler(cfg.train.batch_size, lengths=lengths, generator=g) \
+            if cfg.train.group_by_length else torch.utils.data.RandomSampler(train_tok, generator=g)
+        train_loader = DataLoader(_model_inputs(train_tok), batch_size=cfg.train.batch_size, sampler=sampler,
+                                  collate_fn=collate)
+        held_loader = DataLoader(sorted_eval(held_tok), batch_size=cfg.eval.batch_size, collate_fn=collate)
+        sample_loader = DataLoader(sorted_eval(train_tok.select(sample_idx)), batch_size=cfg.eval.batch_size,
+                                   collate_fn=collate)
+        test_loader = DataLoader(sorted_eval(test_tok), batch_size=cfg.eval.batch_size, collate_fn=collate) \
+            if test_tok is not None else None
+
+    # ---- optimizer + schedule ----------------------------------------------------
+    groups = strategy.param_groups(trained, hp["lr"], hp["head_lr"], cfg.train.weight_decay)
+    fused = torch.cuda.is_available() and accelerator.device.type == "cuda"
+    optimizer = torch.optim.AdamW(groups, lr=hp["head_lr"], fused=fused or None)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.train.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * hp["epochs"]
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
+    trained, optimizer, train_loader, held_loader, sample_loader, scheduler = accelerator.prepare(
+        trained, optimizer, train_loader, held_loader, sample_loader, scheduler)
+    if test_loader is not None:
+        test_loader = accelerator.prepare(test_loader)
+
+    metric_names = list(cfg.eval.metrics or spec.default_metrics)
+    best_metric = cfg.eval.metric_for_best or spec.metric_for_best
+    if best_metric not in metric_names and best_metric != "loss":
+        metric_names.append(best_metric)
+    if report_to:
+        flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
+                for s, sec in cfg.to_dict().items() if isinstance(sec, dict) for k, v in sec.items()}
+        accelerator.init_trackers("nlp_transfer", config=flat)
+
+    # ---- loop --------------------------------------------------------------------
+    history: list[dict[str, Any]] = []
+    best = {"value": -math.inf, "epoch": 0, "step": 0, "weights": None, "held_out": None, "train_sample": None}
+    sign = 1.0 if (spec.greater_is_better and best_metric != "loss") else -1.0
+    bad_evals, stopped_early, step, epoch = 0, False, 0, 0
+    gap_warned = False
+
+    def evaluate_now(epoch_f: float, train_loss: float) -> bool:
+        """Score held-out and train sample; track the best; return True to stop early."""
+        nonlocal bad_evals, gap_warned
+        ho, _ = _evaluate(accelerator, trained, held_loader, cfg.task, metric_names, "eval held-out", show)
+        tr, _ = _evaluate(accelerator, trained, sample_loader, cfg.task, metric_names, "eval train-sample", show) \
+            if n_sample else ({}, 0.0)
+        gap = (tr.get(best_metric, float("nan")) - ho[best_metric]) if tr else float("nan")
+        if best_metric == "loss":
+            gap = -gap
+        rec = {"epoch": round(epoch_f, 3), "step": step, "train_loss": train_loss, "held_out": ho,
+               "train_sample": tr, "gap": gap}
+        history.append(rec)
+        accelerator.log({**{f"held_out/{k}": v for k, v in ho.items()}, **{f"train_sample/{k}": v for k, v in tr.items()},
+                         "gap": gap, "train/loss": train_loss}, step=step)
+        accelerator.print(f"[nlp_transfer] epoch {epoch_f:.2f} step {step}: held-out {best_metric}={ho[best_metric]:.4f} "
+                          f"train-sample {best_metric}={tr.get(best_metric, float('nan')):.4f} gap={gap:+.4f} "
+                          f"loss={train_loss:.4f}")
+        if not math.isnan(gap) and gap > cfg.eval.gap_warning and not gap_warned:
+            gap_warned = True
+            msg = (f"overfitting: train-sample {best_metric} is {gap:.3f} above held-out at epoch {epoch_f:.2f} "
+                   f"(threshold eval.gap_warning={cfg.eval.gap_warning}); consider fewer epochs, a lower LR, "
+                   f"more data or a strategy that trains fewer weights")
+            if main:
+                warnings.warn(msg, stacklevel=2)
+                accelerator.print(f"[nlp_transfer] WARNING {msg}")
+        value = sign * ho[best_metric]
+        if value > best["value"] + cfg.eval.min_delta:
+            best.update(value=value, epoch=epoch_f, step=step, held_out=ho, train_sample=tr,
+                        weights=snapshot_trainable(accelerator.unwrap_model(trained)))
+            bad_evals = 0
+        else:
+            bad_evals += 1
+        return bad_evals >= hp["patience"]
+
+    progress = tqdm(total=total_steps, desc=f"train ({strategy.name})", disable=not show)
+    done = False
+    for epoch in range(1, hp["epochs"] + 1):
+        trained.train()
+        if strategy.uses_feature_cache:
+            accelerator.unwrap_model(trained).encoder.eval()  # frozen encoder: no dropout, no stats
+        g.manual_seed(cfg.train.seed + epoch)  # same data order on every process and on resume
+        running, count = 0.0, 0
+        for batch in train_loader:
+            with accelerator.accumulate(trained):
+                out = trained(**batch)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise NLPTransferError(f"training loss at step {step}", expected="a finite number",
+                                           found=str(loss.item()), fix="lower train.lr or check the labels")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.max_grad_norm:
+                    accelerator.clip_grad_norm_(trained.parameters(), cfg.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running += loss.detach().float().item()
+            count += 1
+            if accelerator.sync_gradients:
+                step += 1
+                progress.update(1)
+                progress.set_postfix(loss=f"{running / count:.4f}")
+                if cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
+                    if evaluate_now(epoch - 1 + count / len(train_loader), running / count):
+                        stopped_early = done = True
+                    trained.train()
+                if cfg.train.max_steps and step >= cfg.train.max_steps:
+                    done = True
+            if done:
+                break
+        if not cfg.eval.every_steps or not history or history[-1]["step"] != step:
+            if evaluate_now(float(epoch), running / max(count, 1)):
+                stopped_early = True
+                done = True
+        if done:
+            break
+    progress.close()
+
+    # ---- best checkpoint, not the last -------------------------------------------
+    unwrapped = accelerator.unwrap_model(trained)
+    if best["weights"] is not None:
+        restore_trainable(unwrapped, best["weights"])
+    test_scores = None
+    if test_loader is not None:
+        test_scores, _ = _evaluate(accelerator, trained, test_loader, cfg.task, metric_names, "eval test", show)
+
+    gap = (best["train_sample"].get(best_metric, float("nan")) - best["held_out"][best_metric]) \
+        if best["train_sample"] else float("nan")
+    metrics: dict[str, Any] = {
+        "held_out": {k: v for k, v in best["held_out"].items() if k != "n"},
+        "train_sample": {k: v for k, v in (best["train_sample"] or {}).items() if k != "n"},
+        "gap": gap, "gap_metric": best_metric, "best_epoch": best["epoch"], "best_step": best["step"],
+        "epochs_run": history[-1]["epoch"] if history else 0, "stopped_early": stopped_early,
+        "trainable_params": trainable, "total_params": total, "wall_s": round(time.time() - t0, 2),
+        "strategy": strategy.name, "task": cfg.task, "pooling": pooling, "num_processes": accelerator.num_processes,
+        "data": {**data.stats, "train_sample_size": int(n_sample)},
+        "hyperparameters": hp, "history": history,
+    }
+    if test_scores is not None:
+        metrics["test"] = {k: v for k, v in test_scores.items() if k != "n"}
+
+    # ---- save (main process only; written to a temp folder, then moved in) ----------
+    if main:
+        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+        meta = {"format_version": FORMAT_VERSION, "task": cfg.task, "strategy": strategy.name,
+                "base_model": _base_reference(resolved, cfg.model.name), "pooling": pooling,
+                "max_length": cfg.model.max_length, "label_names": label_names, "text_pair": data.has_pair,
+                "head": {"type": spec.head, "num_outputs": spec.num_outputs(num_labels), "dropout": cfg.model.head_dropout},
+                "trust_remote_code": cfg.model.trust_remote_code}
+        meta.update(strategy.save(unwrapped, tmp))
+        tokenizer.save_pretrained(tmp)
+        (tmp / "recipe.yaml").write_text(cfg.to_yaml())
+        write_json(tmp / "nlp_transfer.json", meta)
+        metrics["wall_s"] = round(time.time() - t0, 2)
+        write_json(tmp / "metrics.json", metrics)  # last: its presence marks a complete folder
+        for p in sorted(tmp.iterdir(), key=lambda p: p.name == "metrics.json"):
+            target = out_dir / p.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(p, target)
+        tmp.rmdir()
+        accelerator.print(format_table(metrics, best_metric))
+        accelerator.print(f"[nlp_transfer] saved to {out_dir}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+    result = TrainResult(output_dir=out_dir, metrics=metrics, config=cfg, history=history)
+    if cfg.hub.push and main:
+        result.push_to_hub(cfg.hub.repo_id, private=cfg.hub.private, revision=cfg.hub.revision, merge=cfg.hub.merge)
+    return result
+
+
+def save_config_yaml(cfg: RecipeConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
