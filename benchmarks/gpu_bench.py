@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg_kw, bs, sl, steps, warm, psize = TINY, 4, 32, 2, 1, 256
     else:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        cfg_kw, bs, sl, steps, warm, psize = BERT_BASE, 256, 128, 50, 10, 8192
+        cfg_kw, bs, sl, steps, warm, psize = BERT_BASE, 256, 128, 100, 10, 8192
         if device == "cpu":
             print("warning: no GPU found; running the BERT-base benchmark on the CPU (slow). "
                   "Use --dry-run for a quick check.", file=sys.stderr)

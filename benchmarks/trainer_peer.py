@@ -192,7 +192,8 @@ def run_trainer(strategy: str, train: Split, dev: Split, epochs: int = EPOCHS, g
         "trainable_params": trainable,
         "total_params": total,
         "settings": {"epochs": epochs, "batch_size": batch_size, "max_length": max_length, "lr": lr,
-                     "seed": seed, "group_by_length": group_by_length, "optim": str(args.optim),
+                     "seed": seed, "group_by_length": group_by_length,
+                     "optim": str(getattr(args.optim, "value", args.optim)),
                      "device": "cpu" if use_cpu else "cuda", "model_path": model_path},
     }
 

@@ -43,6 +43,20 @@ def _closest(name: str, options: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def _coerce_numbers(obj: Any) -> None:
+    """YAML 1.1 reads ``3e-5`` (no dot) as a string: turn numeric strings into numbers for
+    fields annotated int/float, so presets and overrides accept the usual notation."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        ann = str(f.type)
+        if isinstance(v, str) and ("float" in ann or "int" in ann) and "str" not in ann:
+            try:
+                num = float(v)
+            except ValueError:
+                continue
+            setattr(obj, f.name, int(num) if ("int" in ann and "float" not in ann and num.is_integer()) else num)
+
+
 def _check_choice(section: str, key: str, value: Any, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ConfigError(f"{section}.{key}", expected=f"one of {list(options)}",
@@ -78,6 +92,7 @@ class ModelConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("model.name", expected="a model folder or Hub id",
                               found=repr(self.name), fix="pass model=<path or hub id>")
@@ -120,6 +135,7 @@ class DataConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("data.name", expected="a dataset path, Hub id or 'bbc_news'",
                               found=repr(self.name), fix="pass data=<path>")
@@ -145,6 +161,7 @@ class StrategyConfig:
     cache_features: bool = True
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         _check_choice("strategy", "name", self.name, STRATEGY_NAMES)
         if self.unfreeze_top_k is not None and (not isinstance(self.unfreeze_top_k, int)
                                                 or self.unfreeze_top_k < 0):
@@ -172,6 +189,8 @@ class TrainConfig:
     head_lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    #: "linear" (warm-up then linear decay), "cosine" or "constant" (after warm-up).
+    lr_scheduler: str = "linear"
     max_grad_norm: float = 1.0
     seed: int = 42
     #: Batches of similar length (less padding); shuffled within and across mega-batches.
@@ -182,6 +201,7 @@ class TrainConfig:
     max_steps: int | None = None
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         _check_positive("train", "epochs", self.epochs, allow_none=True)
         if self.epochs is not None and int(self.epochs) != self.epochs:
             raise ConfigError("train.epochs", expected="a whole number >= 1",
@@ -197,6 +217,7 @@ class TrainConfig:
             raise ConfigError("train.warmup_ratio", expected="a float in [0, 1)",
                               found=repr(self.warmup_ratio), fix="pass train.warmup_ratio=0.1")
         _check_choice("train", "mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _check_choice("train", "lr_scheduler", self.lr_scheduler, ("linear", "cosine", "constant"))
 
 
 @dataclass
@@ -220,6 +241,7 @@ class EvalConfig:
     use_test: bool = False
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         if isinstance(self.metrics, str):
             self.metrics = [m.strip() for m in self.metrics.split(",") if m.strip()]
         _check_positive("eval", "train_sample_size", self.train_sample_size, allow_zero=True)
@@ -241,6 +263,7 @@ class OutputConfig:
     progress_bars: bool = True
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         if isinstance(self.report_to, str):
             self.report_to = [s.strip() for s in self.report_to.split(",") if s.strip()]
 
@@ -255,6 +278,7 @@ class HubConfig:
     merge: bool = False
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         if self.push and not self.repo_id:
             raise ConfigError("hub.repo_id", expected="user/name when hub.push=true", found="nothing",
                               fix="pass hub.repo_id=<user>/<model-name>")
@@ -301,6 +325,7 @@ class RecipeConfig:
     hub: HubConfig | dict = field(default_factory=HubConfig)
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         for name in _SECTIONS:
             setattr(self, name, _build_section(name, getattr(self, name)))
         _check_choice("recipe", "task", self.task, TASKS)

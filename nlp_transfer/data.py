@@ -96,6 +96,9 @@ def _read_file(path: Path, cfg: DataConfig) -> Dataset:
                         fix="re-save the file as UTF-8 or pass data.encoding=latin-1") from None
     except Exception as e:  # datasets wraps parser errors in DatasetGenerationError
         cause = e.__cause__ or e
+        if "corresponds to no data" in str(cause) or "No columns to parse" in str(cause):
+            raise DataError(f"data file {path}", expected="at least 2 labelled rows", found="an empty dataset",
+                            fix="check the file: it has no data rows") from None
         if isinstance(cause, UnicodeDecodeError):
             raise DataError(f"data file {path}", expected=f"text in {cfg.encoding or 'UTF-8'}",
                             found="undecodable bytes",

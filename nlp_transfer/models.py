@@ -264,4 +264,6 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 def format_params(trainable: int, total: int) -> str:
     def m(x: int) -> str:
         return f"{x / 1e6:.1f}M" if x >= 1e5 else f"{x / 1e3:.1f}K"
-    return f"trainable {m(trainable)} / {m(total)} ({100 * trainable / max(total, 1):.1f}%)"
+    pct = 100 * trainable / max(total, 1)
+    return f"trainable {m(trainable)} / {m(total)} ({pct:.1f}%)" if pct >= 0.1 or pct == 0 \
+        else f"trainable {m(trainable)} / {m(total)} ({pct:.3f}%)"

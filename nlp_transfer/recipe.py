@@ -45,6 +45,8 @@ class TrainResult:
     metrics: dict[str, Any]
     config: RecipeConfig
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The trained module (best weights restored; PEFT-wrapped for lora), for inspection.
+    model: Any = None
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         from .hub import push_to_hub
@@ -52,6 +54,28 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- helpers
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Cached features (a memory-mapped array) + labels, fetched a whole batch at a time.
+
+    ``__getitems__`` lets the DataLoader slice the memmap once per batch instead of
+    building one tensor per row, so 1M cached rows cost no per-row Python objects."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, label_dtype: torch.dtype, idx: np.ndarray | None = None) -> None:
+        self.x, self.y, self.label_dtype = x, y, label_dtype
+        self.idx = np.arange(len(y)) if idx is None else np.asarray(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitems__(self, positions: list[int]) -> dict[str, torch.Tensor]:
+        rows = self.idx[np.asarray(positions)]
+        return {"features": torch.from_numpy(np.array(self.x[rows], dtype=np.float32)),
+                "labels": torch.as_tensor(self.y[rows], dtype=self.label_dtype)}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([i])
+
 
 def _compute_metrics(names: list[str], preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:
     from .metrics import compute
@@ -145,7 +169,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
     """Run a recipe end to end and return where its output folder is."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoTokenizer, get_scheduler
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     import datasets
@@ -231,16 +255,13 @@ def train(cfg: RecipeConfig) -> TrainResult:
                 accelerator.print(f"[nlp_transfer] {split} features {'from cache' if hit else 'computed'}: {tuple(arr.shape)}")
         label_dtype = torch.float32 if cfg.task == "regression" else torch.long
 
-        def feature_set(split: str, idx: np.ndarray | None = None) -> TensorDataset:
+        def feature_set(split: str, idx: np.ndarray | None = None) -> FeatureDataset:
             ds = {"train": train_tok, "held_out": held_tok, "test": test_tok}[split]
-            x = np.asarray(split_feats[split] if idx is None else split_feats[split][idx], dtype=np.float32)
             y = np.asarray(ds["label"][:])
-            y = y if idx is None else y[idx]
-            return TensorDataset(torch.from_numpy(x), torch.as_tensor(y, dtype=label_dtype))
+            return FeatureDataset(split_feats[split], y, label_dtype, idx)
 
-        def to_batch(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-            x, y = zip(*items)
-            return {"features": torch.stack(x), "labels": torch.stack(y)}
+        def to_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return batch  # FeatureDataset.__getitems__ already returns a stacked batch
 
         train_loader = DataLoader(feature_set("train"), batch_size=cfg.train.batch_size, shuffle=True,
                                   generator=g, collate_fn=to_batch)
@@ -272,7 +293,9 @@ def train(cfg: RecipeConfig) -> TrainResult:
     total_steps = steps_per_epoch * hp["epochs"]
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
+    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(cfg.train.lr_scheduler, cfg.train.lr_scheduler),
+                              optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
     trained, optimizer, train_loader, held_loader, sample_loader, scheduler = accelerator.prepare(
         trained, optimizer, train_loader, held_loader, sample_loader, scheduler)
     if test_loader is not None:
@@ -419,7 +442,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
 
-    result = TrainResult(output_dir=out_dir, metrics=metrics, config=cfg, history=history)
+    result = TrainResult(output_dir=out_dir, metrics=metrics, config=cfg, history=history, model=unwrapped)
     if cfg.hub.push and main:
         result.push_to_hub(cfg.hub.repo_id, private=cfg.hub.private, revision=cfg.hub.revision, merge=cfg.hub.merge)
     return result

@@ -252,6 +252,36 @@ class LocalHub:
         """Whether the repo exists on this server (no auth)."""
         return (repo_type, repo_id) in self.repos
 
+    def seed_repo(self, repo_id: str, files: str | Path | dict[str, bytes], *, repo_type: str = "model",
+                  private: bool = False, message: str = "seed") -> str:
+        """Create (or add a commit to) a repo server-side, bypassing auth; return the commit id.
+
+        For tests needing a repo in a namespace no test token can write, e.g. a base model
+        ``sentence-transformers/all-MiniLM-L6-v2`` that a frozen/LoRA push refers to.
+        ``files`` is a local folder (uploaded recursively) or ``{path_in_repo: bytes}``.
+        """
+        if not isinstance(files, dict):
+            folder = Path(files)
+            files = {p.relative_to(folder).as_posix(): p.read_bytes()
+                     for p in sorted(folder.rglob("*")) if p.is_file()}
+        with self._lock:
+            repo = self.repos.get((repo_type, repo_id))
+            if repo is None:
+                repo = self._create_repo(repo_type, repo_id, repo_id.split("/")[0], private)
+            parent = repo.branches["main"]
+            oid = self._new_commit_oid(repo_id)
+            tree = dict(repo.commits[parent].tree)
+            patterns = self._lfs_patterns(tree)
+            for path, data in files.items():
+                sha, git_oid = self._store_bytes(data)
+                lfs = len(data) >= LFS_SIZE_THRESHOLD or self._matches_any(path, patterns)
+                tree[path] = _Entry(sha256=sha, size=len(data), lfs=lfs, last_commit=oid,
+                                    _content_oid="" if lfs else git_oid)
+            repo.commits[oid] = _Commit(oid=oid, parents=[parent], title=message, message="",
+                                        author=repo.owner, date=_now(), tree=tree)
+            repo.branches["main"] = oid
+            return oid
+
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
         """Content of every file of a repo at a revision (for assertions, no auth)."""
         with self._lock:
