@@ -695,6 +695,3 @@ def add_subcommand(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
     p.add_argument("--keep-models", action="store_true", help="keep each run's weights")
     p.set_defaults(func=_cmd_compare)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

@@ -261,9 +261,20 @@ class OutputConfig:
     #: Feature cache for the frozen strategy (None -> ~/.cache/nlp_transfer/features).
     cache_dir: str | None = None
     progress_bars: bool = True
+    #: Checkpoint every N optimizer steps (None = off) and/or at the end of every epoch.
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_epoch: bool = True
+    #: Complete checkpoints kept (the best one is never pruned).
+    keep_last_n: int = 1
+    #: "auto" = continue from the latest complete checkpoint in output.dir; or a checkpoint path.
+    resume: str | None = None
+    #: Resume even when the config differs from the checkpoint's.
+    force_resume: bool = False
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
+        _check_positive("output", "checkpoint_every_steps", self.checkpoint_every_steps, allow_none=True)
+        _check_positive("output", "keep_last_n", self.keep_last_n)
         if isinstance(self.report_to, str):
             self.report_to = [s.strip() for s in self.report_to.split(",") if s.strip()]
 

@@ -27,6 +27,7 @@ import yaml
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
 from . import features as feats
 from .config import RecipeConfig
 from .data import PreparedData, prepare_data, tokenize
@@ -199,7 +200,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
                           found=str(cfg.train.batch_size), fix="pick a batch size divisible by the process count")
     set_seed(cfg.train.seed)
     if main:
-        _prepare_output_dir(out_dir, cfg.output.overwrite)
+        _prepare_output_dir(out_dir, cfg.output.overwrite or bool(cfg.output.resume))
     accelerator.wait_for_everyone()
 
     # ---- data -------------------------------------------------------------------
@@ -351,30 +352,75 @@ def train(cfg: RecipeConfig) -> TrainResult:
             bad_evals += 1
         return bad_evals >= hp["patience"]
 
-    progress = tqdm(total=total_steps, desc=f"train ({strategy.name})", disable=not show)
-    done = False
-    for epoch in range(1, hp["epochs"] + 1):
-        trained.train()
-        if strategy.uses_feature_cache:
-            accelerator.unwrap_model(trained).encoder.eval()  # frozen encoder: no dropout, no stats
-        g.manual_seed(cfg.train.seed + epoch)  # same data order on every process and on resume
-        running, count = 0.0, 0
-        for batch in train_loader:
-            with accelerator.accumulate(trained):
-                out = trained(**batch)
-                loss = out["loss"]
-                if not torch.isfinite(loss):
-                    raise NLPTransferError(f"training loss at step {step}", expected="a finite number",
-                                           found=str(loss.item()), fix="lower train.lr or check the labels")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.train.max_grad_norm:
-                    accelerator.clip_grad_norm_(trained.parameters(), cfg.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            running += loss.detach().float().item()
-            count += 1
-            if accelerator.sync_gradients:
+    # ---- resume (nothing is lost: weights, optimizer, scheduler, RNG, data position) ----
+    accelerator.register_save_state_pre_hook(ckpt.trainable_only_hook)
+    start_epoch, skip_batches, resumed_from = 1, 0, None
+    running, count = 0.0, 0
+    resume_from = ckpt.resolve_resume(out_dir, cfg.output.resume)
+    if resume_from is not None:
+        state, best_weights = ckpt.load_checkpoint(accelerator, resume_from)
+        diffs = ckpt.config_diff(state["config"], cfg.to_dict())
+        if diffs and not cfg.output.force_resume:
+            raise ConfigError(f"resuming from {resume_from}", expected="the same config as the interrupted run",
+                              found="differences in " + "; ".join(diffs),
+                              fix="restore those values, or pass output.force_resume=true")
+        step, history, bad_evals = state["step"], state["history"], state["bad_evals"]
+        gap_warned = state["gap_warned"]
+        best.update({k: state["best"][k] for k in ("value", "epoch", "step", "held_out", "train_sample")},
+                    weights=best_weights)
+        start_epoch, skip_batches = state["epoch"], state["batch_in_epoch"]
+        running, count = state["running_loss"], state["batch_in_epoch"]
+        resumed_from = str(resume_from)
+        accelerator.print(f"[nlp_transfer] resumed from {resume_from} (epoch {start_epoch}, step {step})")
+
+    def checkpoint(epoch_now: int, batch_in_epoch: int) -> Path:
+        state = {"epoch": epoch_now, "batch_in_epoch": batch_in_epoch, "step": step, "running_loss": running,
+                 "bad_evals": bad_evals, "gap_warned": gap_warned, "history": history,
+                 "best": {k: best[k] for k in ("value", "epoch", "step", "held_out", "train_sample")},
+                 "config": cfg.to_dict()}
+        return ckpt.save_checkpoint(accelerator, out_dir, step, state, best["weights"], cfg.output.keep_last_n,
+                                    best["step"])
+
+    progress = tqdm(total=total_steps, initial=step, desc=f"train ({strategy.name})", disable=not show)
+    done = step >= total_steps
+    with ckpt.StopSignal() as stop:
+        for epoch in range(start_epoch, hp["epochs"] + 1):
+            if done:
+                break
+            trained.train()
+            if strategy.uses_feature_cache:
+                accelerator.unwrap_model(trained).encoder.eval()  # frozen encoder: no dropout, no stats
+            g.manual_seed(cfg.train.seed + epoch)  # same data order on every process and on resume
+            loader = train_loader
+            if epoch == start_epoch and skip_batches:
+                loader = accelerator.skip_first_batches(train_loader, skip_batches)
+            else:
+                running, count = 0.0, 0
+            batches = iter(loader)
+            if epoch == start_epoch and skip_batches and resumed_from:
+                rng = torch.load(Path(resumed_from) / f"loop_rng_{accelerator.process_index}.pt", weights_only=True)
+                torch.set_rng_state(rng["cpu"])
+                if "cuda" in rng and torch.cuda.is_available():
+                    torch.cuda.set_rng_state(rng["cuda"])
+            for batch in batches:
+                with accelerator.accumulate(trained):
+                    out = trained(**batch)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss):
+                        last = ckpt.latest_complete(out_dir)
+                        raise NLPTransferError(
+                            f"training loss at step {step + 1}", expected="a finite number", found=str(loss.item()),
+                            fix=f"lower train.lr or check the labels; last good checkpoint: {last or 'none'}")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.train.max_grad_norm:
+                        accelerator.clip_grad_norm_(trained.parameters(), cfg.train.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                running += loss.detach().float().item()
+                count += 1
+                if not accelerator.sync_gradients:
+                    continue
                 step += 1
                 progress.update(1)
                 progress.set_postfix(loss=f"{running / count:.4f}")
@@ -384,14 +430,28 @@ def train(cfg: RecipeConfig) -> TrainResult:
                     trained.train()
                 if cfg.train.max_steps and step >= cfg.train.max_steps:
                     done = True
-            if done:
-                break
-        if not cfg.eval.every_steps or not history or history[-1]["step"] != step:
-            if evaluate_now(float(epoch), running / max(count, 1)):
-                stopped_early = True
-                done = True
-        if done:
-            break
+                if done:
+                    break
+                if stop.received is not None:
+                    path = checkpoint(epoch, count)
+                    accelerator.print(f"[nlp_transfer] signal {stop.received}: checkpoint written to {path}; "
+                                      f"continue with output.resume=auto")
+                    raise SystemExit(128 + stop.received)
+                if cfg.output.checkpoint_every_steps and step % cfg.output.checkpoint_every_steps == 0 \
+                        and count < len(loader if loader is train_loader else train_loader):
+                    checkpoint(epoch, count)
+            if not cfg.eval.every_steps or not history or history[-1]["step"] != step:
+                if evaluate_now(float(epoch), running / max(count, 1)):
+                    stopped_early = True
+                    done = True
+            at_end = done or epoch == hp["epochs"]
+            if not at_end and (cfg.output.checkpoint_every_epoch or stop.received is not None or (
+                    cfg.output.checkpoint_every_steps and step % cfg.output.checkpoint_every_steps == 0)):
+                checkpoint(epoch + 1, 0)
+            if stop.received is not None and not at_end:
+                accelerator.print(f"[nlp_transfer] signal {stop.received}: checkpoint written; "
+                                  f"continue with output.resume=auto")
+                raise SystemExit(128 + stop.received)
     progress.close()
 
     # ---- best checkpoint, not the last -------------------------------------------
@@ -412,7 +472,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
         "trainable_params": trainable, "total_params": total, "wall_s": round(time.time() - t0, 2),
         "strategy": strategy.name, "task": cfg.task, "pooling": pooling, "num_processes": accelerator.num_processes,
         "data": {**data.stats, "train_sample_size": int(n_sample)},
-        "hyperparameters": hp, "history": history,
+        "hyperparameters": hp, "history": history, "resumed_from": resumed_from,
     }
     if test_scores is not None:
         metrics["test"] = {k: v for k, v in test_scores.items() if k != "n"}

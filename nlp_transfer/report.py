@@ -157,10 +157,14 @@ def learning_curve_png(summary: Sequence[dict[str, Any]], path: str | Path, metr
         ax_gap.plot(x, g, marker="o", label=s, color=color)
         ax_gap.fill_between(x, [a - b for a, b in zip(g, gsd)], [a + b for a, b in zip(g, gsd)],
                             alpha=0.15, color=color, linewidth=0)
+    ticks = sorted({r["n_train"] for r in summary})
     for a in (ax, ax_gap):
         a.set_xscale("log")
+        a.set_xticks(ticks)
+        a.set_xticklabels([f"{t:,}" for t in ticks])
+        a.minorticks_off()
         a.set_xlabel("labelled training examples")
-        a.grid(True, which="both", alpha=0.3)
+        a.grid(True, alpha=0.3)
     ax.set_ylabel(f"held-out {metric} (mean ± std over seeds)")
     ax.set_title(title or "learning curves", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)

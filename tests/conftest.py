@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Sets HF_ENDPOINT to a local Hub-protocol server before huggingface_hub is imported.
+from hub_server import hub, local_hub  # noqa: E402,F401
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 

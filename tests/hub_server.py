@@ -23,15 +23,20 @@ Known users and tokens (see :data:`TOKENS`): ``alice`` (write token :data:`ALICE
 read-only token :data:`ALICE_READ_TOKEN`, member of no organisation) and ``bob`` (write
 token :data:`BOB_WRITE_TOKEN`), whose namespace alice cannot write to.
 
-pytest usage: importing this module (``pytest_plugins = ["hub_server"]`` or
-``from hub_server import local_hub, hub  # noqa: F401`` in ``tests/conftest.py``) reserves a
-free loopback port and sets ``HF_ENDPOINT`` (and ``HF_HUB_DISABLE_XET=1``) *at import time*,
-because ``huggingface_hub`` reads them only once, when first imported. Fixtures:
+pytest usage: ``from hub_server import hub, local_hub  # noqa: F401`` in ``tests/conftest.py``
+(before anything imports huggingface_hub). Importing this module reserves a free loopback
+port and sets ``HF_ENDPOINT`` (and ``HF_HUB_DISABLE_XET=1``) *at import time*, because
+``huggingface_hub`` reads them only once, when first imported; every Hub call of the test
+session (subprocesses included) then goes to 127.0.0.1. Fixtures:
 
-* ``local_hub`` (session): the running :class:`LocalHub` at ``HF_ENDPOINT``.
-* ``hub`` (function): the same server, with ``HF_TOKEN`` set to alice's write token,
-  ``huggingface_hub`` offline mode switched off for the test, and ``HF_HUB_CACHE``-independent
-  helpers (``hub.new_repo_id()``); use this one in tests that push/pull.
+* ``local_hub`` (session): the :class:`LocalHub` serving at ``HF_ENDPOINT``, started on first use.
+* ``hub`` (function): the same server with ``HF_TOKEN`` = alice's write token and
+  huggingface_hub's offline mode off for the test; fails the test if the server crashed or
+  got a request it does not implement. Helpers: ``hub.new_repo_id()``, ``hub.seed_repo()``,
+  ``hub.files()``, ``hub.requests``.
+
+``ORIGINAL_HF_ENDPOINT`` keeps the value HF_ENDPOINT had before (for a real-Hub test, which
+must run its client in a subprocess with that endpoint).
 """
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from nlp_transfer.card import ModelCardInfo, render_model_card, write_model_card
 from nlp_transfer.errors import ModelError
 
+# huggingface_hub's own LFS PUT passes a file object as `data=`; httpx2 deprecates that spelling.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
 REPO = "alice/bbc-lora"
 HISTORY = [
     {"epoch": 1.0, "step": 10, "train_loss": 1.2, "gap": 0.05,

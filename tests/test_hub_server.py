@@ -20,6 +20,9 @@ from huggingface_hub.errors import (HfHubHTTPError, RemoteEntryNotFoundError, Re
 from hub_server import (ALICE_READ_TOKEN, ALICE_WRITE_TOKEN, BOB_WRITE_TOKEN, LFS_SIZE_THRESHOLD, WRONG_TOKEN,
                         LocalHub, validate_card_metadata)
 
+# huggingface_hub's own LFS PUT passes a file object as `data=`; httpx2 deprecates that spelling.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
 BIG = LFS_SIZE_THRESHOLD + 512 * 1024  # > 10 MB: must travel through the LFS batch + PUT path
 
 
