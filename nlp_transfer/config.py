@@ -133,6 +133,11 @@ class DataConfig:
     delimiter: str | None = None
     encoding: str | None = None
     seed: int = 42
+    #: token_classification: label every sub-token of a word (B-x -> I-x after the first)
+    #: instead of only the first one (-100 elsewhere).
+    label_all_subtokens: bool = False
+    #: multi_label: delimiter inside a label string ("joy,love"); None -> detect , ; |
+    label_delimiter: str | None = None
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
@@ -177,6 +182,21 @@ class StrategyConfig:
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
 
 
+def _check_class_weights(value: Any) -> None:
+    """``train.class_weights``: none | auto | {label: positive weight}."""
+    if value is None or value in ("none", "auto"):
+        return
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ConfigError(f"train.class_weights['{k}']", expected="a number > 0", found=repr(v),
+                                  fix="write train.class_weights={spam: 3.0, ham: 1.0}")
+        return
+    raise ConfigError("train.class_weights", expected="'none', 'auto' or a mapping {label: weight}",
+                      found=repr(value) + (_closest(value, ("none", "auto")) if isinstance(value, str) else ""),
+                      fix="pass train.class_weights=auto, or train.class_weights={spam: 3.0}")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings. ``null`` values take the strategy's defaults."""
@@ -199,9 +219,16 @@ class TrainConfig:
     mixed_precision: str = "auto"
     #: Stop after this many optimizer steps (quick runs / tests). None = no limit.
     max_steps: int | None = None
+    #: Class imbalance (sequence/token classification): "none", "auto" (n / (k * count_c),
+    #: from the training labels) or {label: weight} (unlisted labels weigh 1). Weights the loss.
+    class_weights: str | dict[str, float] | None = "none"
+    #: Draw training batches with replacement so every class is equally likely
+    #: (sequence_classification; replaces length grouping).
+    balanced_sampler: bool = False
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
+        _check_class_weights(self.class_weights)
         _check_positive("train", "epochs", self.epochs, allow_none=True)
         if self.epochs is not None and int(self.epochs) != self.epochs:
             raise ConfigError("train.epochs", expected="a whole number >= 1",
@@ -244,6 +271,13 @@ class EvalConfig:
         _coerce_numbers(self)
         if isinstance(self.metrics, str):
             self.metrics = [m.strip() for m in self.metrics.split(",") if m.strip()]
+        # Aliases / case ("acc", "F1") -> the names the metric modules report, so
+        # metric_for_best finds its value in the scores.
+        from .metrics import _canonical
+        if self.metrics:
+            self.metrics = [_canonical(m) or m for m in self.metrics]
+        if self.metric_for_best and self.metric_for_best != "loss":
+            self.metric_for_best = _canonical(self.metric_for_best) or self.metric_for_best
         _check_positive("eval", "train_sample_size", self.train_sample_size, allow_zero=True)
         _check_positive("eval", "patience", self.patience, allow_none=True)
         _check_positive("eval", "batch_size", self.batch_size)

@@ -11,6 +11,7 @@ metrics) comes from Accelerate.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -35,6 +36,7 @@ from .errors import ConfigError, NLPTransferError
 from .models import (DEFAULT_MODEL, TASKS, build_model, count_params, embedded_model_path, format_params,
                      weights_sha256)
 from .strategies import get_strategy, restore_trainable, snapshot_trainable, write_json
+from .tasks.common import EvalScores, stack_outputs, task_metrics, write_artifacts
 
 FORMAT_VERSION = 1
 
@@ -94,26 +96,35 @@ def _model_inputs(ds: Any) -> Any:
 
 
 def _evaluate(accelerator: Any, model: torch.nn.Module, loader: DataLoader, task: str,
-              metric_names: list[str], desc: str, show: bool) -> tuple[dict[str, float], float]:
-    """Score one split. ``gather_for_metrics`` drops the samples Accelerate duplicated to
-    even out the last batch, so every example counts exactly once on any process count."""
+              metric_names: list[str], desc: str, show: bool, *, label_names: list[str] | None = None,
+              extra: dict[str, Any] | None = None, keep_outputs: bool = False) -> tuple[EvalScores, float]:
+    """Score one split: gather logits and labels, then the task's ``compute_metrics`` hook
+    (tasks/common.py). ``gather_for_metrics`` drops the samples Accelerate duplicated to
+    even out the last batch, so every example counts exactly once on any process count;
+    token-level outputs are first padded to one length across processes (labels with -100).
+    Non-scalar reports (per-class, confusion matrix) are in ``scores.details``."""
     spec = TASKS[task]
     model.eval()
-    all_preds, all_refs, losses = [], [], []
+    all_logits, all_refs, losses = [], [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
             out = model(**batch)
-            preds = spec.predictions(out["logits"])
-            preds, refs, loss = accelerator.gather_for_metrics(
-                (preds, batch["labels"], out["loss"].detach().float().repeat(len(preds))))
-            all_preds.append(preds.float().cpu().numpy() if task == "regression" else preds.cpu().numpy())
-            all_refs.append(refs.float().cpu().numpy() if task == "regression" else refs.cpu().numpy())
+            logits, refs = out["logits"].detach(), batch["labels"]
+            if spec.token_level:
+                logits = accelerator.pad_across_processes(logits, dim=1, pad_index=-100)
+                refs = accelerator.pad_across_processes(refs, dim=1, pad_index=-100)
+            logits, refs, loss = accelerator.gather_for_metrics(
+                (logits, refs, out["loss"].detach().float().repeat(len(refs))))
+            all_logits.append(logits.float().cpu().numpy())
+            all_refs.append(refs.cpu().numpy())
             losses.append(loss.cpu().numpy())
-    preds = np.concatenate(all_preds)
-    refs = np.concatenate(all_refs)
-    scores = _compute_metrics(metric_names, preds, refs)
+    logits = stack_outputs(all_logits, 0.0)
+    refs = stack_outputs(all_refs, -100)
+    scores = task_metrics(spec, metric_names, logits, refs, label_names, extra)
     scores["loss"] = float(np.concatenate(losses).mean())
     scores["n"] = int(len(refs))
+    if keep_outputs:
+        scores.logits, scores.labels = logits, refs
     return scores, float(scores["loss"])
 
 
@@ -169,7 +180,7 @@ def _prepare_output_dir(out: Path, overwrite: bool) -> None:
 def train(cfg: RecipeConfig) -> TrainResult:
     """Run a recipe end to end and return where its output folder is."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
     from transformers import AutoTokenizer, get_scheduler
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -188,8 +199,14 @@ def train(cfg: RecipeConfig) -> TrainResult:
     # split_batches: the configured batch size is the *global* batch, identical on 1 or N
     # processes, so results do not depend on the number of devices.
     report_to = [r for r in cfg.output.report_to if r and r != "none"]
+    # Under torchrun without GPUs Accelerate only forms a gloo process group when told
+    # it is on CPU; otherwise each process would silently train alone.
+    cpu_ddp = os.environ.get("LOCAL_RANK") is not None and not torch.cuda.is_available()
     accelerator = Accelerator(
-        split_batches=True,
+        cpu=cpu_ddp,
+        # Must go through DataLoaderConfiguration: accelerate 1.15 still accepts a
+        # ``split_batches=`` keyword but silently ignores it.
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         mixed_precision=None if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision,
         log_with=report_to or None, project_dir=str(out_dir / "logs"))
@@ -205,7 +222,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
 
     # ---- data -------------------------------------------------------------------
     with accelerator.main_process_first():
-        data: PreparedData = prepare_data(cfg.data, cfg.task)
+        data: PreparedData = spec.prepare(cfg.data) if spec.prepare else prepare_data(cfg.data, cfg.task)
     label_names = data.label_names
     num_labels = len(label_names) if label_names else None
 
@@ -214,16 +231,21 @@ def train(cfg: RecipeConfig) -> TrainResult:
     model, resolved, pooling = build_model(
         cfg.model.name, cfg.task, num_labels, cfg.model.pooling, cfg.model.head_dropout, cfg.model.revision,
         cfg.model.trust_remote_code, strategy=cfg.strategy.name, label_names=label_names)
-    tokenizer = AutoTokenizer.from_pretrained(resolved, revision=cfg.model.revision,
-                                              trust_remote_code=cfg.model.trust_remote_code)
+    from .models import load_tokenizer  # refuses a folder without tokenizer files (no silent empty vocab)
+    tokenizer = load_tokenizer(resolved, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
     limit = getattr(model.encoder.config, "max_position_embeddings", None)
     if limit and cfg.model.max_length > limit:
         raise ConfigError("model.max_length", expected=f"<= {limit} (the model's position limit)",
                           found=str(cfg.model.max_length), fix=f"pass model.max_length={min(limit, 512)}")
+    def tok(ds: Any) -> Any:  # the task's tokenisation (NER: words -> sub-words with aligned labels)
+        if spec.tokenize is not None:
+            return spec.tokenize(ds, tokenizer, cfg.model.max_length, label_names, cfg.data)
+        return tokenize(ds, tokenizer, cfg.model.max_length)
+
     with accelerator.main_process_first():
-        train_tok = tokenize(data.train, tokenizer, cfg.model.max_length)
-        held_tok = tokenize(data.held_out, tokenizer, cfg.model.max_length)
-        test_tok = tokenize(data.test, tokenizer, cfg.model.max_length) if (cfg.eval.use_test and data.test) else None
+        train_tok = tok(data.train)
+        held_tok = tok(data.held_out)
+        test_tok = tok(data.test) if (cfg.eval.use_test and data.test) else None
     # A fixed, seeded sample of train, scored with the same metrics as held-out.
     rng = np.random.default_rng(cfg.train.seed)
     n_sample = min(cfg.eval.train_sample_size, len(train_tok))
@@ -232,11 +254,28 @@ def train(cfg: RecipeConfig) -> TrainResult:
     trained = strategy.apply(model)  # trainability is decided here, and only here
     trainable, total = count_params(trained)
     accelerator.print(f"[nlp_transfer] strategy={strategy.name} pooling={pooling} {format_params(trainable, total)}")
-    collate = _collator(tokenizer)
+    collate = spec.collator(tokenizer) if spec.collator else _collator(tokenizer)
+    # Class imbalance (tasks/imbalance.py): per-class loss weights, optional balanced sampler.
+    from .tasks.imbalance import apply_class_weights, train_sampler
+    class_weights = apply_class_weights(model, spec, cfg.train.class_weights, train_tok["label"][:], label_names)
+    if class_weights:
+        accelerator.print(f"[nlp_transfer] class weights {class_weights}")
 
     # ---- loaders (frozen: cached features; others: length-grouped token batches) ----
     g = torch.Generator()
-    if strategy.uses_feature_cache:
+    if strategy.uses_feature_cache and spec.token_level:
+        # ---- [tasks] frozen + token classification: cached per-token features (tasks/token_features.py)
+        from .tasks.token_features import token_feature_loaders
+        cache_dir = (Path(cfg.output.cache_dir) if cfg.output.cache_dir else feats.default_cache_dir()) \
+            if cfg.strategy.cache_features else None
+        key = {"model_id": resolved, "revision": cfg.model.revision, "pooling": "tokens",
+               "weights_sha": _base_reference(resolved, cfg.model.name)["sha256"], "max_length": cfg.model.max_length}
+        with accelerator.main_process_first():
+            train_loader, held_loader, sample_loader, test_loader = token_feature_loaders(
+                model, {"train": train_tok, "held_out": held_tok, "test": test_tok}, sample_idx, collate,
+                cfg.train.batch_size, cfg.eval.batch_size, accelerator.device, key, cache_dir, show, g,
+                accelerator.print)
+    elif strategy.uses_feature_cache:
         cache_dir = None
         if cfg.strategy.cache_features:
             cache_dir = Path(cfg.output.cache_dir) if cfg.output.cache_dir else feats.default_cache_dir()
@@ -254,7 +293,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
                                                  f"features {split}", show)
                 split_feats[split] = arr
                 accelerator.print(f"[nlp_transfer] {split} features {'from cache' if hit else 'computed'}: {tuple(arr.shape)}")
-        label_dtype = torch.float32 if cfg.task == "regression" else torch.long
+        label_dtype = spec.label_dtype or torch.long
 
         def feature_set(split: str, idx: np.ndarray | None = None) -> FeatureDataset:
             ds = {"train": train_tok, "held_out": held_tok, "test": test_tok}[split]
@@ -264,8 +303,9 @@ def train(cfg: RecipeConfig) -> TrainResult:
         def to_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return batch  # FeatureDataset.__getitems__ already returns a stacked batch
 
-        train_loader = DataLoader(feature_set("train"), batch_size=cfg.train.batch_size, shuffle=True,
-                                  generator=g, collate_fn=to_batch)
+        balanced = train_sampler(cfg, spec, train_tok["label"][:], g)  # train.balanced_sampler
+        train_loader = DataLoader(feature_set("train"), batch_size=cfg.train.batch_size, shuffle=balanced is None,
+                                  sampler=balanced, generator=g, collate_fn=to_batch)
         held_loader = DataLoader(feature_set("held_out"), batch_size=cfg.eval.batch_size, collate_fn=to_batch)
         sample_loader = DataLoader(feature_set("train", sample_idx), batch_size=cfg.eval.batch_size, collate_fn=to_batch)
         test_loader = DataLoader(feature_set("test"), batch_size=cfg.eval.batch_size, collate_fn=to_batch) \
@@ -276,8 +316,10 @@ def train(cfg: RecipeConfig) -> TrainResult:
             return _model_inputs(ds.select(np.argsort(np.asarray(ds["length"][:]), kind="stable")))
 
         lengths = [int(x) for x in train_tok["length"][:]]
-        sampler = LengthGroupedSampler(cfg.train.batch_size, lengths=lengths, generator=g) \
-            if cfg.train.group_by_length else torch.utils.data.RandomSampler(train_tok, generator=g)
+        sampler = train_sampler(cfg, spec, train_tok["label"][:], g)  # train.balanced_sampler
+        if sampler is None:
+            sampler = LengthGroupedSampler(cfg.train.batch_size, lengths=lengths, generator=g) \
+                if cfg.train.group_by_length else torch.utils.data.RandomSampler(train_tok, generator=g)
         train_loader = DataLoader(_model_inputs(train_tok), batch_size=cfg.train.batch_size, sampler=sampler,
                                   collate_fn=collate)
         held_loader = DataLoader(sorted_eval(held_tok), batch_size=cfg.eval.batch_size, collate_fn=collate)
@@ -312,6 +354,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
         accelerator.init_trackers("nlp_transfer", config=flat)
 
     # ---- loop --------------------------------------------------------------------
+    task_extra: dict[str, Any] = {}  # passed to the task's compute_metrics (e.g. tuned thresholds)
     history: list[dict[str, Any]] = []
     best = {"value": -math.inf, "epoch": 0, "step": 0, "weights": None, "held_out": None, "train_sample": None}
     sign = 1.0 if (spec.greater_is_better and best_metric != "loss") else -1.0
@@ -321,9 +364,12 @@ def train(cfg: RecipeConfig) -> TrainResult:
     def evaluate_now(epoch_f: float, train_loss: float) -> bool:
         """Score held-out and train sample; track the best; return True to stop early."""
         nonlocal bad_evals, gap_warned
-        ho, _ = _evaluate(accelerator, trained, held_loader, cfg.task, metric_names, "eval held-out", show)
-        tr, _ = _evaluate(accelerator, trained, sample_loader, cfg.task, metric_names, "eval train-sample", show) \
-            if n_sample else ({}, 0.0)
+        if accelerator.num_processes > 1:  # each process saw its slice of every batch
+            train_loss = float(accelerator.reduce(torch.tensor(train_loss, device=accelerator.device), "mean"))
+        ho, _ = _evaluate(accelerator, trained, held_loader, cfg.task, metric_names, "eval held-out", show,
+                          label_names=label_names, extra=task_extra)
+        tr, _ = _evaluate(accelerator, trained, sample_loader, cfg.task, metric_names, "eval train-sample", show,
+                          label_names=label_names, extra=task_extra) if n_sample else ({}, 0.0)
         gap = (tr.get(best_metric, float("nan")) - ho[best_metric]) if tr else float("nan")
         if best_metric == "loss":
             gap = -gap
@@ -396,7 +442,12 @@ def train(cfg: RecipeConfig) -> TrainResult:
                 loader = accelerator.skip_first_batches(train_loader, skip_batches)
             else:
                 running, count = 0.0, 0
+            # Start the iterator (and fetch one batch) *before* restoring the RNG: building a
+            # DataLoader iterator draws a base seed from the global RNG, which an uninterrupted
+            # run did at the start of the epoch, before the checkpoint was taken.
             batches = iter(loader)
+            first = next(batches, None)
+            batches = itertools.chain([first] if first is not None else [], batches)
             if epoch == start_epoch and skip_batches and resumed_from:
                 rng = torch.load(Path(resumed_from) / f"loop_rng_{accelerator.process_index}.pt", weights_only=True)
                 torch.set_rng_state(rng["cpu"])
@@ -458,9 +509,20 @@ def train(cfg: RecipeConfig) -> TrainResult:
     unwrapped = accelerator.unwrap_model(trained)
     if best["weights"] is not None:
         restore_trainable(unwrapped, best["weights"])
+    # The best epoch's per-class reports; the task's finalize hook (multi-label: tune thresholds on
+    # the held-out outputs of the best weights) - one more held-out pass only when needed.
+    held_details, finalized = getattr(best["held_out"], "details", None), {}
+    if spec.finalize is not None or held_details is None:
+        final_ho, _ = _evaluate(accelerator, trained, held_loader, cfg.task, metric_names, "eval held-out (best)",
+                                show, label_names=label_names, extra=task_extra, keep_outputs=True)
+        held_details = final_ho.details
+        if spec.finalize is not None:
+            finalized = spec.finalize(final_ho.logits, final_ho.labels, label_names) or {}
+            task_extra.update(finalized.get("extra", {}))
     test_scores = None
     if test_loader is not None:
-        test_scores, _ = _evaluate(accelerator, trained, test_loader, cfg.task, metric_names, "eval test", show)
+        test_scores, _ = _evaluate(accelerator, trained, test_loader, cfg.task, metric_names, "eval test", show,
+                                   label_names=label_names, extra=task_extra)
 
     gap = (best["train_sample"].get(best_metric, float("nan")) - best["held_out"][best_metric]) \
         if best["train_sample"] else float("nan")
@@ -476,6 +538,13 @@ def train(cfg: RecipeConfig) -> TrainResult:
     }
     if test_scores is not None:
         metrics["test"] = {k: v for k, v in test_scores.items() if k != "n"}
+    if held_details:  # per-class P/R/F1 + confusion matrix, per-label or per-entity-type scores
+        metrics["held_out_details"] = held_details
+    if test_scores is not None and test_scores.details:
+        metrics["test_details"] = test_scores.details
+    metrics.update(finalized.get("metrics", {}))
+    if class_weights:
+        metrics["class_weights"] = class_weights
 
     # ---- save (main process only; written to a temp folder, then moved in) ----------
     if main:
@@ -486,6 +555,8 @@ def train(cfg: RecipeConfig) -> TrainResult:
                 "head": {"type": spec.head, "num_outputs": spec.num_outputs(num_labels), "dropout": cfg.model.head_dropout},
                 "trust_remote_code": cfg.model.trust_remote_code}
         meta.update(strategy.save(unwrapped, tmp))
+        meta.update(finalized.get("meta", {}))  # e.g. multi-label thresholds, used by load()
+        write_artifacts(metrics.get("held_out_details", {}), tmp)  # confusion_matrix.png
         tokenizer.save_pretrained(tmp)
         (tmp / "recipe.yaml").write_text(cfg.to_yaml())
         write_json(tmp / "nlp_transfer.json", meta)

@@ -19,6 +19,10 @@ from .errors import ModelError
 from .models import TransferModel
 
 
+def _is_unused_pooler(name: str) -> bool:
+    return name.startswith("encoder.pooler.")
+
+
 def _is_head(name: str) -> bool:
     return name.startswith("head.") or ".head." in name
 
@@ -88,8 +92,11 @@ class FullStrategy(Strategy):
     name = "full"
 
     def apply(self, model: TransferModel) -> nn.Module:
-        for p in model.parameters():
-            p.requires_grad = True
+        for name, p in model.named_parameters():
+            # The encoder's own pooler (BERT's dense+tanh on CLS) is never part of our loss
+            # (we pool last_hidden_state ourselves): training it would only make DDP fail
+            # with "parameters that were not used in producing loss".
+            p.requires_grad = not _is_unused_pooler(name)
         return model
 
     def save(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:

@@ -49,7 +49,8 @@ def test_full_changes_every_encoder_weight(tiny_model, toy_csv, tmp_path):
     unchanged = set(before) - _changed(before, after)
     # BERT's pooler is not used by mean pooling, so it gets no gradient; everything else moves.
     assert {k for k in unchanged if not k.startswith("pooler.")} == set()
-    assert r.metrics["trainable_params"] == r.metrics["total_params"]
+    pooler = sum(v.numel() for k, v in before.items() if k.startswith("pooler."))
+    assert r.metrics["trainable_params"] == r.metrics["total_params"] - pooler
 
 
 def test_lora_changes_only_adapters_and_head(tiny_model, toy_csv, tmp_path):
