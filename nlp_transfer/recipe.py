@@ -39,6 +39,10 @@ from .strategies import get_strategy, restore_trainable, snapshot_trainable, wri
 from .tasks.common import EvalScores, stack_outputs, task_metrics, write_artifacts
 
 FORMAT_VERSION = 1
+#: Files a run may write at the top of its output folder (stale ones are removed on overwrite).
+ARTIFACTS = {"model.safetensors", "head.safetensors", "adapter_model.safetensors", "adapter_config.json",
+             "config.json", "nlp_transfer.json", "metrics.json", "recipe.yaml", "confusion_matrix.png",
+             "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"}
 
 
 @dataclass
@@ -187,6 +191,10 @@ def train(cfg: RecipeConfig) -> TrainResult:
     import datasets
     import transformers
 
+    from .preflight import check as preflight_check
+
+    # Known-bad launch/strategy combinations fail here, before anything is written.
+    preflight_check(cfg)
     t0 = time.time()
     # Our own bars cover data, features, training and evaluation; library bars are noise.
     datasets.disable_progress_bars()
@@ -360,16 +368,19 @@ def train(cfg: RecipeConfig) -> TrainResult:
     sign = 1.0 if (spec.greater_is_better and best_metric != "loss") else -1.0
     bad_evals, stopped_early, step, epoch = 0, False, 0, 0
     gap_warned = False
+    timing = {"eval_s": 0.0}  # phase times for metrics.json (read by benchmarks/run.py)
 
     def evaluate_now(epoch_f: float, train_loss: float) -> bool:
         """Score held-out and train sample; track the best; return True to stop early."""
         nonlocal bad_evals, gap_warned
         if accelerator.num_processes > 1:  # each process saw its slice of every batch
             train_loss = float(accelerator.reduce(torch.tensor(train_loss, device=accelerator.device), "mean"))
+        t_eval = time.perf_counter()
         ho, _ = _evaluate(accelerator, trained, held_loader, cfg.task, metric_names, "eval held-out", show,
                           label_names=label_names, extra=task_extra)
         tr, _ = _evaluate(accelerator, trained, sample_loader, cfg.task, metric_names, "eval train-sample", show,
                           label_names=label_names, extra=task_extra) if n_sample else ({}, 0.0)
+        timing["eval_s"] += time.perf_counter() - t_eval
         gap = (tr.get(best_metric, float("nan")) - ho[best_metric]) if tr else float("nan")
         if best_metric == "loss":
             gap = -gap
@@ -427,6 +438,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
         return ckpt.save_checkpoint(accelerator, out_dir, step, state, best["weights"], cfg.output.keep_last_n,
                                     best["step"])
 
+    t_loop = time.time()
     progress = tqdm(total=total_steps, initial=step, desc=f"train ({strategy.name})", disable=not show)
     done = step >= total_steps
     with ckpt.StopSignal() as stop:
@@ -504,6 +516,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
                                   f"continue with output.resume=auto")
                 raise SystemExit(128 + stop.received)
     progress.close()
+    timing["loop_s"] = time.time() - t_loop
 
     # ---- best checkpoint, not the last -------------------------------------------
     unwrapped = accelerator.unwrap_model(trained)
@@ -535,6 +548,9 @@ def train(cfg: RecipeConfig) -> TrainResult:
         "strategy": strategy.name, "task": cfg.task, "pooling": pooling, "num_processes": accelerator.num_processes,
         "data": {**data.stats, "train_sample_size": int(n_sample)},
         "hyperparameters": hp, "history": history, "resumed_from": resumed_from,
+        # setup: data, tokenisation, model, feature cache; train: the loop minus its evaluations
+        "timing": {"setup_s": round(t_loop - t0, 3), "loop_s": round(timing["loop_s"], 3),
+                   "eval_s": round(timing["eval_s"], 3), "train_s": round(timing["loop_s"] - timing["eval_s"], 3)},
     }
     if test_scores is not None:
         metrics["test"] = {k: v for k, v in test_scores.items() if k != "n"}
@@ -549,25 +565,35 @@ def train(cfg: RecipeConfig) -> TrainResult:
     # ---- save (main process only; written to a temp folder, then moved in) ----------
     if main:
         tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
-        meta = {"format_version": FORMAT_VERSION, "task": cfg.task, "strategy": strategy.name,
-                "base_model": _base_reference(resolved, cfg.model.name), "pooling": pooling,
-                "max_length": cfg.model.max_length, "label_names": label_names, "text_pair": data.has_pair,
-                "head": {"type": spec.head, "num_outputs": spec.num_outputs(num_labels), "dropout": cfg.model.head_dropout},
-                "trust_remote_code": cfg.model.trust_remote_code}
-        meta.update(strategy.save(unwrapped, tmp))
-        meta.update(finalized.get("meta", {}))  # e.g. multi-label thresholds, used by load()
-        write_artifacts(metrics.get("held_out_details", {}), tmp)  # confusion_matrix.png
-        tokenizer.save_pretrained(tmp)
-        (tmp / "recipe.yaml").write_text(cfg.to_yaml())
-        write_json(tmp / "nlp_transfer.json", meta)
-        metrics["wall_s"] = round(time.time() - t0, 2)
-        write_json(tmp / "metrics.json", metrics)  # last: its presence marks a complete folder
-        for p in sorted(tmp.iterdir(), key=lambda p: p.name == "metrics.json"):
-            target = out_dir / p.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(p, target)
-        tmp.rmdir()
+        try:  # a failed write (full disk...) leaves no half-written folder behind
+            meta = {"format_version": FORMAT_VERSION, "task": cfg.task, "strategy": strategy.name,
+                    "base_model": _base_reference(resolved, cfg.model.name), "pooling": pooling,
+                    "max_length": cfg.model.max_length, "label_names": label_names, "text_pair": data.has_pair,
+                    "head": {"type": spec.head, "num_outputs": spec.num_outputs(num_labels), "dropout": cfg.model.head_dropout},
+                    "trust_remote_code": cfg.model.trust_remote_code}
+            meta.update(strategy.save(unwrapped, tmp))
+            meta.update(finalized.get("meta", {}))  # e.g. multi-label thresholds, used by load()
+            write_artifacts(metrics.get("held_out_details", {}), tmp)  # confusion_matrix.png
+            tokenizer.save_pretrained(tmp)
+            (tmp / "recipe.yaml").write_text(cfg.to_yaml())
+            write_json(tmp / "nlp_transfer.json", meta)
+            metrics["wall_s"] = round(time.time() - t0, 2)
+            write_json(tmp / "metrics.json", metrics)  # last: its presence marks a complete folder
+            # metrics.json marks a complete folder: remove it first, so a crash mid-move never
+            # pairs old metrics with new weights; then drop stale artifacts of an earlier run.
+            (out_dir / "metrics.json").unlink(missing_ok=True)
+            fresh = {p.name for p in tmp.iterdir()}
+            for stale in ARTIFACTS - fresh:
+                (out_dir / stale).unlink(missing_ok=True)
+            for p in sorted(tmp.iterdir(), key=lambda p: p.name == "metrics.json"):
+                target = out_dir / p.name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                os.replace(p, target)
+            tmp.rmdir()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         accelerator.print(format_table(metrics, best_metric))
         accelerator.print(f"[nlp_transfer] saved to {out_dir}")
     accelerator.wait_for_everyone()
