@@ -26,7 +26,7 @@ from .errors import ConfigError
 
 #: Config keys that may differ between the interrupted run and its resumption.
 RESUME_IGNORED = {"output.resume", "output.force_resume", "output.overwrite", "output.progress_bars",
-                  "output.report_to", "hub.push", "hub.repo_id", "hub.private", "hub.revision", "hub.merge",
+                  "output.report_to", "hub.push", "hub.repo_id", "hub.private", "hub.revision", "hub.merge", "hub.base_model_id",
                   "eval.batch_size"}
 
 

@@ -12,6 +12,11 @@ from .errors import NLPTransferError
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .recipe import train
+    from .multitask import is_multitask_config
+    if args.config and is_multitask_config(args.config):  # a preset with a `tasks:` mapping
+        from .multitask import load_multitask_config, train_multitask
+        train_multitask(load_multitask_config(args.config, args.overrides))
+        return 0
     cfg = load_config(args.config, args.overrides)
     train(cfg)
     return 0
@@ -25,7 +30,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not texts:
         raise NLPTransferError("predict input", expected="--text TEXT or --file FILE", found="nothing",
                                fix="pass --text 'some text' (repeatable) or --file texts.txt (one per line)")
-    predictor = load(args.model_dir)
+    predictor = load(args.model_dir, trust_remote_code=args.trust_remote_code)
     pairs = list(args.pair) if args.pair else None
     for text, pred in zip(texts, predictor(texts, pairs)):
         print(json.dumps({"text": text, **pred}, ensure_ascii=False))
@@ -57,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text", action="append", help="a text to classify (repeatable)")
     pr.add_argument("--pair", action="append", help="second text of a pair (repeatable, same order as --text)")
     pr.add_argument("--file", help="a UTF-8 file with one text per line")
+    pr.add_argument("--trust-remote-code", action="store_true",
+                    help="allow code from the model's repository to run (only for folders you trust)")
     pr.set_defaults(func=_cmd_predict)
 
     ev = sub.add_parser("evaluate", help="score a trained model on a labelled file or dataset")
@@ -79,6 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     except NLPTransferError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions, read-only file system ... during the run
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        return 1
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an operating-system error: which file, what went wrong, what to do."""
+    import errno
+
+    from .errors import make_message
+    target = f" on {e.filename}" if getattr(e, "filename", None) else ""
+    reason = e.strerror or str(e) or type(e).__name__
+    found = f"{type(e).__name__} [Errno {e.errno}] {reason}" if e.errno is not None else f"{type(e).__name__}: {reason}"
+    if e.errno == errno.ENOSPC:
+        expected, fix = "free disk space", ("free space on that disk or pass output.dir=<folder on another disk> "
+                                            "(and output.cache_dir for frozen features); no complete output was written")
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        expected, fix = "write permission", "pass output.dir=<a folder you can write> or fix the folder's permissions"
+    else:
+        expected, fix = "the file operation to succeed", "check the path, the disk and its permissions, then re-run"
+    return make_message(f"I/O error{target}", expected=expected, found=found, fix=fix)
 
 
 if __name__ == "__main__":

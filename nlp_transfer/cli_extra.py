@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-MODULES = ("nlp_transfer.hub", "nlp_transfer.rank", "nlp_transfer.compare")
+MODULES = ("nlp_transfer.hub", "nlp_transfer.rank", "nlp_transfer.compare", "nlp_transfer.preflight")
 
 
 def register(sub: "argparse._SubParsersAction") -> None:  # noqa: F821

@@ -321,6 +321,9 @@ class HubConfig:
     private: bool = False
     revision: str | None = None
     merge: bool = False
+    #: Hub id of the base model when model.name was a local copy (frozen/lora pushes
+    #: reference the base instead of uploading it).
+    base_model_id: str | None = None
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
