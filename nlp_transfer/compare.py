@@ -37,7 +37,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import threading
 import time
 import warnings
@@ -52,7 +51,7 @@ from .config import STRATEGY_DEFAULTS, DataConfig, RecipeConfig, apply_overrides
 from .errors import ConfigError, NLPTransferError
 
 __all__ = ["STRATEGY_CHOICES", "CompareResult", "compare", "summarize", "recommend", "build_scratch_model",
-           "add_subcommand", "PeakMemory"]
+           "work_units", "add_subcommand", "PeakMemory"]
 
 #: Strategies ``compare`` knows; ``scratch`` is ``full`` on a randomly initialised copy.
 STRATEGY_CHOICES = ("frozen", "lora", "full", "partial", "scratch")
@@ -60,6 +59,8 @@ STRATEGY_CHOICES = ("frozen", "lora", "full", "partial", "scratch")
 #: units), unless the best one's seed spread is larger.
 TOLERANCE = 0.01
 FORMAT_VERSION = 1
+#: Seed of the random initialisation of the ``scratch`` model (one model for every run).
+SCRATCH_SEED = 1234
 
 
 @dataclass
@@ -130,7 +131,7 @@ class PeakMemory:
 
 # --------------------------------------------------------------------------- scratch model
 
-def build_scratch_model(model_name: str, cache_dir: str | Path | None = None, seed: int = 0,
+def build_scratch_model(model_name: str, cache_dir: str | Path | None = None, seed: int = SCRATCH_SEED,
                         revision: str | None = None, trust_remote_code: bool = False) -> Path:
     """A randomly initialised copy of ``model_name``'s architecture, saved once and reused.
 
@@ -317,29 +318,33 @@ def _parse_sizes(sizes: Sequence[int | str]) -> list[int | str]:
     return out
 
 
-def _eta(done: Sequence[dict[str, Any]], remaining: Sequence[tuple[str, int]]) -> float | None:
-    """Seconds left: same (strategy, n) mean if seen, else a per-strategy linear fit in n,
-    else the mean run time."""
+def work_units(strategy: str, n: int, epochs: int, batch_size: int, n_eval: int) -> float:
+    """Rough cost of a run in optimizer-step equivalents, to extrapolate run times for the ETA.
+
+    ``frozen``: one encoder forward pass over train + held-out (the head epochs are negligible).
+    Others: per epoch, ``ceil(n / batch)`` steps plus an evaluation of ``n_eval`` examples
+    (forward only, about a third of a training step per example)."""
+    if strategy == "frozen":
+        return (n + n_eval) / batch_size
+    return epochs * (math.ceil(n / batch_size) + n_eval / (3 * batch_size))
+
+
+def _eta(done: Sequence[dict[str, Any]], remaining: Sequence[tuple[str, int, float]]) -> float | None:
+    """Seconds left for ``remaining`` ``(strategy, n_train, work_units)``: the mean time of the
+    same (strategy, n) when seen, else the strategy's seconds per work unit so far, else the
+    mean run time."""
     ok = [r for r in done if "error" not in r and r.get("wall_s") is not None]
     if not ok:
         return None
     overall = float(np.mean([r["wall_s"] for r in ok]))
     total = 0.0
-    for s, n in remaining:
+    for s, n, units in remaining:
         same = [r["wall_s"] for r in ok if r["strategy"] == s and r["n_train"] == n]
         if same:
             total += float(np.mean(same))
             continue
-        pts = [(r["n_train"], r["wall_s"]) for r in ok if r["strategy"] == s]
-        if len({p[0] for p in pts}) >= 2:
-            xs, ys = np.asarray(pts, dtype=float).T
-            b, a = np.polyfit(xs, ys, 1)
-            total += max(float(a + b * n), float(ys.min()))
-        elif pts:
-            n0, w0 = pts[0]
-            total += w0 * max(1.0, n / max(n0, 1))
-        else:
-            total += overall
+        rates = [r["wall_s"] / r["work_units"] for r in ok if r["strategy"] == s and r.get("work_units")]
+        total += float(np.mean(rates)) * units if rates else overall
     return total
 
 
@@ -367,7 +372,7 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
             metric: str | None = None, task: str = "sequence_classification",
             overrides: Sequence[str] = (), cache_dir: str | Path | None = None, resume: bool = True,
             keep_models: bool = False, title: str | None = None, tolerance: float = TOLERANCE,
-            log: Callable[[str], None] | None = None) -> CompareResult:
+            max_size: dict[str, int] | None = None, log: Callable[[str], None] | None = None) -> CompareResult:
     """Run ``strategies x sizes x seeds`` recipes on the same splits and budget, and write
     the table, the learning-curve PNG, the HTML report and ``compare.json`` into ``out_dir``.
 
@@ -386,6 +391,8 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
         cache_dir: feature cache for frozen runs (default: the recipe's); the random-init
             model for ``scratch`` is kept next to it.
         resume: reuse finished runs whose settings are unchanged.
+        max_size: per-strategy cap on the training-set size (``{"full": 200}``): larger sizes
+            are not run for that strategy (to fit expensive strategies into a CPU budget).
         keep_models: keep each run's weights (otherwise deleted after its metrics are read).
         log: progress printer (default: ``print`` to stdout, flushed).
     """
@@ -394,6 +401,11 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
     from .models import declared_pooling, resolve_model
     from .recipe import train
 
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()  # as train() does: the [compare] lines report progress
+    transformers.utils.logging.disable_progress_bar()
     say = log or (lambda s: print(s, flush=True))
     t_start = time.time()
     unknown = [s for s in strategies if s not in STRATEGY_CHOICES]
@@ -481,14 +493,26 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
                        "cache_dir": str(feature_cache)}
         return RecipeConfig.from_dict(d)
 
-    plan = [(strategy, size, seed) for seed in seed_list for size in plan_sizes for strategy in strategies]
+    limits = dict(max_size or {})
+    bad = [k for k in limits if k not in strategies]
+    if bad:
+        raise ConfigError("compare max_size", expected=f"strategies among {strategies}", found=repr(bad),
+                          fix="cap only strategies that are compared, e.g. --max-size full=200")
+    def units_of(strategy: str, size: int | str, cfg: RecipeConfig) -> float:
+        n = n_of[size]
+        epochs = cfg.resolved_train()["epochs"]
+        return round(work_units(strategy, n, epochs, bs, len(prepared.held_out) + min(cfg.eval.train_sample_size, n)), 2)
+
+    plan = [(strategy, size, seed) for seed in seed_list for size in plan_sizes for strategy in strategies
+            if strategy not in limits or n_of[size] <= int(limits[strategy])]
     settings = {
         "data": base_cfg.data.name, "model": model, "model_path": resolved, "task": task, "metric": metric,
         "strategies": strategies, "sizes": [str(s) for s in plan_sizes], "seeds": seed_list,
-        "budget_epochs": budget_epochs, "min_steps": min_steps, "max_length": base_cfg.model.max_length,
+        "budget_epochs": budget_epochs, "min_steps": min_steps, "max_size": limits or None, "max_length": base_cfg.model.max_length,
         "batch_size": base_cfg.train.batch_size, "overrides": list(overrides),
         "train_size_full": n_full, "held_out_size": len(prepared.held_out),
         "held_out_source": prepared.stats.get("held_out_source"), "label_names": prepared.label_names,
+        "held_out_chance": _majority_share(prepared.held_out) if task == "sequence_classification" else None,
         "data_seed": base_cfg.data.seed, "feature_cache": str(feature_cache),
         "scratch_model": str(scratch_dir) if scratch_dir else None,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {_torch_threads()}, {_device()}",
@@ -511,15 +535,17 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
                 old = {}
             if old.get("settings_key") == key and "error" not in old:
                 old["resumed"] = True
+                old["work_units"] = units_of(strategy, size, cfg)
                 runs.append(old)
                 say(f"[compare] {i}/{len(plan)} {strategy} n={n_of[size]:,} seed={seed}: reused finished run "
                     f"({metric} {report.fmt_num(old['held_out'].get(metric))})")
                 continue
-        eta = _eta(runs, [(s, n_of[z]) for s, z, _ in plan[i - 1:]])
+        eta = _eta(runs, [(s, n_of[z], units_of(s, z, run_config(s, z, sd))) for s, z, sd in plan[i - 1:]])
         say(f"[compare] {i}/{len(plan)} {strategy} n={n_of[size]:,} seed={seed} epochs={cfg.train.epochs or 'default'}"
             f" | elapsed {report.fmt_seconds(time.time() - t_start)}"
             + (f", ETA {report.fmt_seconds(eta)}" if eta is not None else ""))
         rec = _run_one(train, cfg, strategy, size, seed, metric, key, keep_models)
+        rec["work_units"] = units_of(strategy, size, cfg)
         if "error" in rec and not any("error" not in r for r in runs):
             raise NLPTransferError(f"compare run {strategy} n={size} seed={seed}", expected="a successful run",
                                    found=rec["error"], fix=f"see {rec.get('log')}")
@@ -550,6 +576,12 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
     say(f"[compare] done in {report.fmt_seconds(total)}: " + ", ".join(str(p) for p in files.values()))
     return CompareResult(out_dir=out, metric=metric, runs=runs, summary=summary, recommendation=rec_, files=files,
                          settings=settings)
+
+
+def _majority_share(ds: Any) -> float:
+    """Accuracy of always predicting the most frequent held-out class (the plot's chance line)."""
+    y = np.asarray(ds["label"][:])
+    return float(np.bincount(y).max() / len(y))
 
 
 def _torch_threads() -> int:
@@ -617,8 +649,9 @@ def _write_outputs(out: Path, title: str, summary: list[dict[str, Any]], runs: l
                    rec: dict[str, Any], settings: dict[str, Any]) -> dict[str, Path]:
     files: dict[str, Path] = {}
     if summary:
+        chance = settings.get("held_out_chance") if metric == "accuracy" else None
         files["png"] = report.learning_curve_png(summary, out / "learning_curve.png", metric, title,
-                                                 gap_warning=rec.get("gap_warning"))
+                                                 gap_warning=rec.get("gap_warning"), chance=chance)
     notes = [
         "Held-out: the same split for every run; std is the sample std (ddof=1) over training seeds on fixed "
         "stratified subsets (one subset per size, drawn with data.seed).",
@@ -656,12 +689,24 @@ def data_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "label_column": args.label_column, "label_names": args.label_names, "seed": args.data_seed}
 
 
+def _parse_limits(items: Sequence[str] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = int(value)
+        except ValueError:
+            raise ConfigError("--max-size", expected="STRATEGY=N, e.g. full=200", found=repr(item),
+                              fix="pass --max-size full=200 lora=500") from None
+    return out
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     res = compare(data_config_from_args(args), model=args.model, strategies=args.strategies, sizes=args.sizes,
                   seeds=args.seeds, out_dir=args.out, budget_epochs=args.budget_epochs, min_steps=args.min_steps,
                   max_length=args.max_length, batch_size=args.batch_size, metric=args.metric, task=args.task,
                   overrides=args.set or [], cache_dir=args.cache_dir, resume=not args.no_resume,
-                  keep_models=args.keep_models, title=args.title)
+                  keep_models=args.keep_models, title=args.title, max_size=_parse_limits(args.max_size))
     print(f"report: {res.files.get('html')}")
     return 0
 
@@ -683,6 +728,8 @@ def add_subcommand(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
                    help="epochs for lora/full/partial/scratch (frozen trains its head on cached features)")
     p.add_argument("--min-steps", type=int, default=None,
                    help="at least this many optimizer steps per run (more epochs for small subsets)")
+    p.add_argument("--max-size", nargs="+", metavar="STRATEGY=N", default=None,
+                   help="skip sizes above N for that strategy, e.g. --max-size full=200 (CPU budgets)")
     p.add_argument("--max-length", type=int, default=None, help="model.max_length for every run")
     p.add_argument("--batch-size", type=int, default=None, help="train.batch_size for every run")
     p.add_argument("--metric", default=None, help="held-out metric to compare (default: the task's)")

@@ -5,11 +5,12 @@ done in batched ``map`` calls so large files do not blow up memory.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
@@ -70,15 +71,29 @@ def load_bbc_news() -> DatasetDict:
     return DatasetDict({"train": Dataset.from_dict({"text": texts, "label": labels})})
 
 
+@contextlib.contextmanager
+def _quiet_datasets_logger() -> Iterator[None]:
+    import logging
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _read_file(path: Path, cfg: DataConfig) -> Dataset:
     import datasets
 
     suffix = path.suffix.lower()
-    builder = FILE_TYPES.get(suffix)
+    # A file without an extension (UCI's SMSSpamCollection) is delimited text when a delimiter is given.
+    builder = FILE_TYPES.get(suffix) or ("csv" if cfg.delimiter and not suffix else None)
     if builder is None:
         raise DataError(f"data file {path}", expected=f"one of {sorted(FILE_TYPES)}",
                         found=repr(suffix or path.name),
-                        fix="convert it to CSV/TSV/JSONL/Parquet or pass a Hub dataset id")
+                        fix="convert it to CSV/TSV/JSONL/Parquet, pass a Hub dataset id, or for delimited "
+                            "text without an extension pass data.delimiter (and data.column_names)")
     kwargs: dict[str, Any] = {}
     if builder == "csv":
         delimiter = cfg.delimiter or ("\t" if suffix in (".tsv", ".txt") else ",")
@@ -89,7 +104,9 @@ def _read_file(path: Path, cfg: DataConfig) -> Dataset:
             kwargs["column_names"] = list(cfg.column_names)
             kwargs["header"] = None
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        # datasets logs its own ERROR line for a parse failure; ours (below) is the one line shown.
+        with _quiet_datasets_logger():
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except UnicodeDecodeError as e:
         raise DataError(f"data file {path}", expected=f"text in {cfg.encoding or 'UTF-8'}",
                         found=f"undecodable bytes ({e.reason} at byte {e.start})",
@@ -105,7 +122,9 @@ def _read_file(path: Path, cfg: DataConfig) -> Dataset:
                             fix="re-save the file as UTF-8 or pass data.encoding=latin-1") from None
         raise DataError(f"data file {path}", expected=f"a well-formed {suffix.lstrip('.').upper()} file",
                         found=f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}",
-                        fix="fix the file (quoting, delimiters, one JSON object per line)") from None
+                        fix="fix the quoting / number of fields on that line, or pass data.delimiter"
+                        if builder == "csv" else "write one complete JSON object per line (JSONL) or one JSON array"
+                        if builder == "json" else "re-write the file") from None
     return ds
 
 
@@ -289,6 +308,9 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     if len(train) == 0:
         raise DataError("training data", expected="non-empty texts", found="only empty or whitespace texts",
                         fix=f"check data.text_column ('{cfg.text_column}')")
+    if len(train) < 2:
+        raise DataError("training data", expected="at least 2 labelled rows (in practice dozens per class)",
+                        found=f"{len(train)} row", fix="add training examples")
 
     held = None
     if val_name is not None:

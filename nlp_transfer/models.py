@@ -87,8 +87,11 @@ def weights_sha256(model_dir: str) -> str | None:
 
 
 def load_encoder(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False,
-                 config_overrides: dict | None = None) -> nn.Module:
-    """``AutoModel.from_pretrained`` with safetensors only and remote code off by default."""
+                 config_overrides: dict | None = None, allow_pickle: bool = False) -> nn.Module:
+    """``AutoModel.from_pretrained`` with safetensors only and remote code off by default.
+
+    ``allow_pickle=True`` (explicit opt-in, for sources you trust) also accepts
+    ``pytorch_model.bin`` weights."""
     from transformers import AutoConfig, AutoModel
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
@@ -107,11 +110,42 @@ def load_encoder(name_or_path: str, revision: str | None = None, trust_remote_co
         setattr(config, k, v)
     try:
         return AutoModel.from_pretrained(name_or_path, config=config, revision=revision,
-                                         trust_remote_code=trust_remote_code, use_safetensors=True)
+                                         trust_remote_code=trust_remote_code,
+                                         use_safetensors=None if allow_pickle else True)
     except OSError as e:
         raise ModelError(f"weights of '{name_or_path}'", expected="model.safetensors",
                          found=str(e).splitlines()[0][:200],
-                         fix="convert the checkpoint to safetensors (pickle weights are not loaded for safety)") from None
+                         fix="convert the checkpoint to safetensors (pickle weights are not loaded for safety; "
+                             "predict.load(..., allow_pickle=True) opts in for a source you trust)") from None
+
+
+#: Files one of which a local folder needs for ``AutoTokenizer`` to load a real vocabulary.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model", "merges.txt")
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """``AutoTokenizer.from_pretrained`` that refuses a folder without tokenizer files.
+
+    transformers 5 silently builds an empty tokenizer (special tokens only, every word
+    ``[UNK]``) from a folder that holds only config.json and weights; training on that
+    would "work" and learn nothing."""
+    from transformers import AutoTokenizer
+    p = Path(name_or_path)
+    if p.is_dir() and not any((p / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"tokenizer in {p}", expected=f"one of {list(TOKENIZER_FILES[:4])} ...",
+                         found=f"files {sorted(x.name for x in p.iterdir())[:8]}",
+                         fix="save the tokenizer next to the model (tokenizer.save_pretrained(folder))")
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"tokenizer of '{name_or_path}'", expected="a loadable tokenizer",
+                         found=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+                         fix="save the tokenizer next to the model, or check the model name") from None
+    if len(tok) <= len(getattr(tok, "all_special_tokens", [])):
+        raise ModelError(f"tokenizer of '{name_or_path}'", expected="a vocabulary beyond the special tokens",
+                         found=f"{len(tok)} tokens", fix="save the real tokenizer next to the model")
+    return tok
 
 
 # --------------------------------------------------------------------------- heads
@@ -148,10 +182,30 @@ class TaskSpec:
     pipeline_tag: str
     greater_is_better: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # ---- optional hooks (None = the sequence-level behaviour of recipe.py / predict.py) ----
+    #: prepare(data_cfg) -> data.PreparedData (default: data.prepare_data).
+    prepare: Callable[..., Any] | None = None
+    #: tokenize(ds, tokenizer, max_length, label_names, data_cfg) -> Dataset with a "label" column.
+    tokenize: Callable[..., Any] | None = None
+    #: collator(tokenizer) -> batch collate function yielding "labels" (default: dynamic padding).
+    collator: Callable[[Any], Any] | None = None
+    #: compute_metrics(metric_names, logits, labels, label_names, extra) -> flat {name: float};
+    #: an optional "_details" entry (per-class reports...) goes to metrics.json, not the table.
+    compute_metrics: Callable[..., dict[str, Any]] | None = None
+    #: predict(predictor, texts, text_pairs, batch_size) -> list of per-text dicts.
+    predict: Callable[..., list[dict[str, Any]]] | None = None
+    #: finalize(held_out_logits, held_out_labels, label_names) after training with the best weights
+    #: -> {"meta": saved in nlp_transfer.json, "extra": passed to later compute_metrics, "metrics": ...}.
+    finalize: Callable[..., dict[str, Any]] | None = None
+    #: dtype of the label tensors of cached-feature batches (None: long; float32 for regression).
+    label_dtype: torch.dtype | None = None
+    #: Loss accepts per-class weights (train.class_weights).
+    supports_class_weights: bool = False
 
 
-def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=-100)
+def _ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=-100,
+                                       weight=None if weight is None else weight.float())
 
 
 def _mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -164,12 +218,12 @@ TASKS: dict[str, TaskSpec] = {
         name="sequence_classification", head="linear", token_level=False,
         num_outputs=lambda n: int(n or 2), loss=_ce, predictions=lambda z: z.argmax(-1),
         default_metrics=["accuracy", "f1", "precision", "recall", "matthews_correlation"],
-        metric_for_best="accuracy", pipeline_tag="text-classification"),
+        metric_for_best="accuracy", pipeline_tag="text-classification", supports_class_weights=True),
     "regression": TaskSpec(
         name="regression", head="linear", token_level=False,
         num_outputs=lambda n: 1, loss=_mse, predictions=lambda z: z.squeeze(-1).float(),
         default_metrics=["pearsonr", "spearmanr"], metric_for_best="pearsonr",
-        pipeline_tag="text-classification"),
+        pipeline_tag="text-classification", label_dtype=torch.float32),
 }
 
 
@@ -205,6 +259,9 @@ class TransferModel(nn.Module):
         self.task = task
         # PEFT reads ``config`` for bookkeeping (e.g. base model name in adapter_config.json).
         self.config = encoder.config
+        # Per-class loss weights (train.class_weights); a non-persistent buffer so it follows
+        # the model's device and never enters the saved weights.
+        self.register_buffer("class_weights", None, persistent=False)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -224,7 +281,9 @@ class TransferModel(nn.Module):
         logits = self.head(features)
         out = {"logits": logits}
         if labels is not None:
-            out["loss"] = TASKS[self.task].loss(logits, labels)
+            loss_fn = TASKS[self.task].loss
+            out["loss"] = loss_fn(logits, labels) if self.class_weights is None \
+                else loss_fn(logits, labels, self.class_weights)
         return out
 
 
@@ -267,3 +326,8 @@ def format_params(trainable: int, total: int) -> str:
     pct = 100 * trainable / max(total, 1)
     return f"trainable {m(trainable)} / {m(total)} ({pct:.1f}%)" if pct >= 0.1 or pct == 0 \
         else f"trainable {m(trainable)} / {m(total)} ({pct:.3f}%)"
+
+
+# Register token_classification and multi_label (and the per-class reports of
+# sequence_classification); kept at the end: the task modules import TaskSpec from here.
+from . import tasks as _tasks  # noqa: E402,F401

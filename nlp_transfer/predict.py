@@ -46,6 +46,16 @@ def _base_path(meta: dict[str, Any]) -> str:
         path = ref["path"]
     else:
         path = resolve_model(ref["name"])
+        if ref.get("revision") and not Path(path).is_dir():
+            # Pushed by nlp_transfer.hub: the base is a Hub id pinned to the commit it was checked at.
+            from huggingface_hub import snapshot_download
+            try:
+                path = snapshot_download(path, revision=ref["revision"],
+                                         allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+            except Exception as e:
+                raise ModelError(f"base model '{ref['name']}' at revision {ref['revision'][:12]}",
+                                 expected="a reachable Hub repo", found=f"{type(e).__name__}",
+                                 fix="check your network/token (and HF_HUB_OFFLINE)") from None
     if ref.get("sha256") and Path(path).is_dir():
         sha = weights_sha256(path)
         if sha and sha != ref["sha256"]:
@@ -54,9 +64,21 @@ def _base_path(meta: dict[str, Any]) -> str:
     return path
 
 
+def _refuse_remote_code(meta: dict[str, Any], out: Path, trust_remote_code: bool) -> None:
+    """A folder's own nlp_transfer.json cannot switch remote code on: only the caller can."""
+    if meta.get("trust_remote_code") and not trust_remote_code:
+        raise ModelError(f"model in {out}", expected="an architecture built into transformers",
+                         found="a folder whose model needs custom code from its repository (trust_remote_code)",
+                         fix="review that code, then pass trust_remote_code=True (CLI: --trust-remote-code)")
+
+
 def load_model(path_or_repo: str | Path, device: str | torch.device | None = None, allow_pickle: bool = False,
-               revision: str | None = None) -> tuple[TransferModel, Any, dict[str, Any], Path]:
-    """Rebuild the trained TransferModel (LoRA merged), its tokenizer and metadata."""
+               revision: str | None = None, trust_remote_code: bool = False
+               ) -> tuple[TransferModel, Any, dict[str, Any], Path]:
+    """Rebuild the trained TransferModel (LoRA merged), its tokenizer and metadata.
+
+    Safe by default for folders from someone else: pickle files are refused unless
+    ``allow_pickle=True`` and repository code never runs unless ``trust_remote_code=True``."""
     from transformers import AutoTokenizer
 
     out = resolve_output(path_or_repo, revision)
@@ -68,15 +90,16 @@ def load_model(path_or_repo: str | Path, device: str | torch.device | None = Non
                              found=f"pickle-based files {pickles}",
                              fix="re-save as safetensors, or pass allow_pickle=True if you trust the source")
     strategy = meta["strategy"]
-    remote = bool(meta.get("trust_remote_code", False))
-    if strategy in ("full", "partial"):
-        encoder = load_encoder(str(out), trust_remote_code=remote)
+    _refuse_remote_code(meta, out, trust_remote_code)
+    remote = bool(meta.get("trust_remote_code", False)) and trust_remote_code
+    if strategy in ("full", "partial") or meta.get("merged"):  # merged: encoder weights stored here
+        encoder = load_encoder(str(out), trust_remote_code=remote, allow_pickle=allow_pickle)
     else:
-        encoder = load_encoder(_base_path(meta), trust_remote_code=remote)
+        encoder = load_encoder(_base_path(meta), trust_remote_code=remote, allow_pickle=allow_pickle)
     h = meta["head"]
     head = HEADS[h["type"]](encoder.config.hidden_size, h["num_outputs"], h.get("dropout", 0.0))
     model = TransferModel(encoder, head, meta["pooling"], meta["task"])
-    if strategy == "lora":
+    if strategy == "lora" and not meta.get("merged"):
         from peft import PeftModel
         if not (out / "adapter_model.safetensors").is_file():
             raise ModelError(f"adapter in {out}", expected="adapter_model.safetensors", found="no such file",
@@ -84,7 +107,7 @@ def load_model(path_or_repo: str | Path, device: str | torch.device | None = Non
         model = PeftModel.from_pretrained(model, str(out)).merge_and_unload()
     else:
         model.head.load_state_dict(load_file(str(out / "head.safetensors")))
-    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    tokenizer = AutoTokenizer.from_pretrained(str(out), trust_remote_code=remote)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(dev).eval()
     return model, tokenizer, meta, out
@@ -124,6 +147,9 @@ class Predictor:
         if self.meta.get("text_pair") and text_pairs is None:
             raise ModelError("prediction input", expected="pairs of texts (this model was trained on text pairs)",
                              found="single texts", fix="pass text_pairs=[...] (CLI: --pair)")
+        spec = TASKS.get(self.task)
+        if spec is not None and spec.predict is not None:  # NER spans; multi-label with saved thresholds
+            return spec.predict(self, texts, text_pairs, batch_size)
         z = self.logits(texts, text_pairs, batch_size)
         if self.task == "regression":
             return [{"value": float(v)} for v in z.reshape(-1)]
@@ -134,9 +160,18 @@ class Predictor:
 
 
 def load(path_or_repo: str | Path, device: str | None = None, allow_pickle: bool = False,
-         revision: str | None = None) -> Predictor:
-    """Load an output folder (or Hub repo id) as a predictor: ``load(dir)(["text"])``."""
-    return Predictor(*load_model(path_or_repo, device, allow_pickle, revision))
+         revision: str | None = None, trust_remote_code: bool = False) -> Predictor:
+    """Load an output folder (or Hub repo id) as a predictor: ``load(dir)(["text"])``.
+
+    A multi-task folder gives a predictor answering every task, or one:
+    ``load(dir)(texts, task="sentiment")``."""
+    out = resolve_output(path_or_repo, revision)
+    meta = json.loads((out / "nlp_transfer.json").read_text())
+    _refuse_remote_code(meta, out, trust_remote_code)
+    if meta.get("task") == "multi_task":
+        from .multitask import load_multitask
+        return load_multitask(out, device=device, allow_pickle=allow_pickle)
+    return Predictor(*load_model(out, device, allow_pickle, revision, trust_remote_code))
 
 
 def evaluate_output(path: str | Path, data: str, split: str | None = None, **data_overrides: Any) -> dict[str, float]:
@@ -148,9 +183,16 @@ def evaluate_output(path: str | Path, data: str, split: str | None = None, **dat
     from .metrics import compute
 
     predictor = load(path)
+    if not isinstance(predictor, Predictor):  # a multi-task folder
+        raise ModelError(f"evaluate {path}", expected="a single-task output folder",
+                         found=f"a multi-task model (tasks {predictor.tasks})",
+                         fix="its held-out/test scores per task are in metrics.json under 'tasks'")
     recipe = yaml.safe_load((predictor.path / "recipe.yaml").read_text())
     dcfg = {**recipe["data"], **data_overrides, "name": data}
     dcfg = DataConfig(**dcfg)
+    if TASKS[predictor.task].prepare is not None:  # token classification / multi-label: the task's reader
+        from .tasks.common import evaluate_saved
+        return evaluate_saved(predictor, dcfg, split)
     raw = load_raw(dcfg)
     split = split or next((s for s in ("test", "validation", "dev", "train") if s in raw), list(raw)[0])
     ds = _canonical_columns(raw[split], dcfg, split)

@@ -130,10 +130,11 @@ def text_table(summary: Sequence[dict[str, Any]], metric: str) -> str:
 # --------------------------------------------------------------------------- the plot
 
 def learning_curve_png(summary: Sequence[dict[str, Any]], path: str | Path, metric: str,
-                       title: str = "", gap_warning: float | None = 0.05) -> Path:
+                       title: str = "", gap_warning: float | None = 0.05, chance: float | None = None) -> Path:
     """Held-out metric against the number of labelled examples (log x axis), one line per
-    strategy with a ±1 std band over seeds; a second panel shows the train-sample minus
-    held-out gap (overfitting), with the warning threshold dashed."""
+    strategy with a ±1 std band over seeds (and the majority-class ``chance`` level dotted); a
+    second panel shows the train-sample minus held-out gap (overfitting), with the warning
+    threshold dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -165,6 +166,8 @@ def learning_curve_png(summary: Sequence[dict[str, Any]], path: str | Path, metr
         a.minorticks_off()
         a.set_xlabel("labelled training examples")
         a.grid(True, alpha=0.3)
+    if chance is not None:
+        ax.axhline(chance, color="black", linestyle=":", linewidth=0.9, label=f"chance ({chance:.3f})")
     ax.set_ylabel(f"held-out {metric} (mean ± std over seeds)")
     ax.set_title(title or "learning curves", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)

@@ -301,3 +301,145 @@ def test_pipeline_peer_matches_a_manual_forward(tiny_bert_dir: str, tmp_path: Pa
     assert agreement(res["predictions"], manual) == 1.0
     with pytest.raises(ValueError, match="differ in length"):
         agreement(["a"], [])
+
+
+# --------------------------------------------------------------------------- run.py, memory_scaling.py, levers.py
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models gain nothing from 2 threads, and on a shared, busy machine the OpenMP barriers of
+    2 threads make every small op many times slower: run this module single-threaded."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_our_recipe_uses_the_peer_hyperparameters(tmp_path: Path) -> None:
+    from benchmarks.run import recipe_dict
+    from nlp_transfer import Recipe
+
+    for strategy in common.STRATEGIES:
+        cfg = Recipe(**recipe_dict(strategy, str(tmp_path), str(tmp_path), str(tmp_path / "o"), epochs=3))
+        hp = cfg.resolved_train()
+        lr = common.STRATEGY_LR[strategy]
+        assert hp["lr"] == hp["head_lr"] == lr and hp["epochs"] == 3  # one LR, as Trainer uses
+        assert hp["patience"] == 3  # never stops before the peer's 3 epochs
+        assert (cfg.train.batch_size, cfg.model.max_length) == (common.BATCH_SIZE, common.MAX_LENGTH)
+        assert (cfg.train.weight_decay, cfg.train.warmup_ratio, cfg.train.max_grad_norm) == (0.0, 0.0, 1.0)
+        assert cfg.data.dedup is False and cfg.output.report_to == ["none"] and not cfg.output.progress_bars
+        assert cfg.output.checkpoint_every_epoch is False  # the peer saves no checkpoint either
+    lora = Recipe(**recipe_dict("lora", str(tmp_path), str(tmp_path), str(tmp_path / "o"), epochs=3)).strategy
+    assert (lora.lora_r, lora.lora_alpha, lora.target_modules) == (common.LORA_R, common.LORA_ALPHA,
+                                                                  list(common.LORA_TARGETS))
+    partial = Recipe(**recipe_dict("partial", str(tmp_path), str(tmp_path), str(tmp_path / "o"), epochs=3))
+    assert partial.strategy.unfreeze_top_k == common.PARTIAL_TOP_K
+
+
+def test_jsonl_round_trip_keeps_words_a_csv_reader_would_turn_into_nan(tmp_path: Path) -> None:
+    from benchmarks.run import read_jsonl, write_jsonl
+
+    split = common.Split(["null", "NA", 'a "quoted" , odd\tline', "none"], [0, 1, 1, 0], "t")
+    back = read_jsonl(write_jsonl(split, tmp_path / "d" / "train.jsonl"))
+    assert back.texts == split.texts and back.labels == split.labels
+
+
+def test_export_for_pipeline_gives_our_predictions(tiny_bert_dir: str, tmp_path: Path) -> None:
+    """Our full + CLS-pooling output, exported to BertForSequenceClassification, predicts the same."""
+    import numpy as np
+
+    from benchmarks.pipeline_peer import agreement, run_pipeline
+    from benchmarks.run import export_for_pipeline, recipe_dict, write_jsonl
+    from nlp_transfer import Recipe, load, train
+
+    data = tmp_path / "data"
+    write_jsonl(_toy_split(48), data / "train.jsonl")
+    write_jsonl(_toy_split(16, seed=1), data / "dev.jsonl")
+    cfg = recipe_dict("full", str(data), tiny_bert_dir, str(tmp_path / "ours"), epochs=1, pooling="cls", lr=1e-3)
+    cfg["eval"]["train_sample_size"] = 16
+    out = train(Recipe(**cfg)).output_dir
+    peer = export_for_pipeline(out, tmp_path / "peer")
+    texts = _toy_split(20, seed=2).texts
+    ours = load(out, device="cpu")
+    logits = ours.logits(texts)
+    res = run_pipeline(peer, texts, batch_size=8, device=-1)
+    assert agreement([o["label"] for o in ours(texts)], res["predictions"]) == 1.0
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert np.allclose(probs.max(-1), res["scores"], atol=1e-4)
+    with pytest.raises(ValueError, match="expected a strategy=full, pooling=cls output"):
+        cfg2 = recipe_dict("frozen", str(data), tiny_bert_dir, str(tmp_path / "f"), epochs=1)
+        cfg2["eval"]["train_sample_size"] = 16
+        export_for_pipeline(train(Recipe(**cfg2)).output_dir, tmp_path / "peer2")
+
+
+def test_train_case_runs_both_sides_on_the_same_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The training case in-process on a tiny BERT: identical rows, cold then warm feature cache."""
+    if not common.sst2_available():
+        pytest.skip(f"SST-2 not found under {common.sst2_dir()}")
+    _minilm_or_skip()
+    from benchmarks import run
+
+    cfg = {**run.settings(quick=True), "train_size": 48, "dev_size": 16}
+    res = run.case_train(tmp_path, cfg, ["frozen"], repeats=1, in_process=True, log=lambda *_: None)
+    runs = res["runs"]["frozen"]
+    assert set(runs) == {"trainer", "trainer_gbl", "ours", "ours_warm"}
+    for side in runs.values():  # every side saw the same 48 training rows and 16 dev rows
+        assert (side[0]["train_size"], side[0]["dev_size"]) == (48, 16)
+    assert runs["ours"][0]["feature_cache"] == "cold" and runs["ours_warm"][0]["feature_cache"] == "warm"
+    # the warm run trains the same head on the same cached features: same accuracy
+    assert runs["ours_warm"][0]["dev_accuracy"] == runs["ours"][0]["dev_accuracy"]
+    row = res["summary"]["frozen"]
+    assert row["speedup_wall_vs_trainer"] == pytest.approx(runs["trainer"][0]["wall_s"] / runs["ours"][0]["wall_s"])
+    table = run.format_table({"train": res})
+    assert "Trainer group_by_length" in table and "frozen wall speedup (cold cache)" in table
+
+
+def test_targets_and_table_from_results() -> None:
+    from benchmarks import run
+
+    row = {side: {"wall_s": 10.0, "train_s": 5.0, "train_samples_per_s": 100.0, "dev_accuracy": 0.9}
+           for side in ("trainer", "trainer_gbl", "ours")}
+    results = {
+        "train": {"settings": {"repeats": 3}, "summary": {
+            "full": {**row, "speedup_wall_vs_trainer": 2.5, "speedup_wall_vs_trainer_gbl": 1.2,
+                     "speedup_samples_vs_trainer": 2.4, "speedup_samples_vs_trainer_gbl": 1.1,
+                     "accuracy_delta_vs_trainer": -0.006, "accuracy_delta_vs_trainer_gbl": 0.0}}},
+        "memory": {"rows": [{"rows": 10, "peak_rss_mb": 100.0, "wall_s": 1.0},
+                            {"rows": 1000, "peak_rss_mb": 140.0, "wall_s": 90.0}],
+                   "rss_ratio": 1.4, "time_exponent": 0.98},
+    }
+    targets = run.check_targets(results)
+    assert targets["full samples/s speedup"] == ("2.40x", ">= 2x", True)
+    assert targets["full dev accuracy vs Trainer"][2] is False  # 0.6 point below: outside 0.5
+    assert targets["peak RSS largest/smallest"] == ("1.40x", "<= 1.5x", True)
+    table = run.format_table(results)
+    assert "MISS full dev accuracy vs Trainer" in table and "met  full samples/s speedup" in table
+
+
+def test_memory_synthesis_is_distinct_and_streams(tmp_path: Path) -> None:
+    from benchmarks.memory_scaling import growth_exponent, synthesize, variation
+
+    sentences, labels = ["good film", "bad film", "fine"], [1, 0, 1]
+    path = synthesize(tmp_path / "d.jsonl", 10, sentences, labels)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 10 and len({r["sentence"] for r in rows}) == 10  # dedup keeps every row
+    for r in rows:  # each row keeps the label of the sentence it varies
+        base = next(s for s in sentences if s in r["sentence"])
+        assert r["label"] == labels[sentences.index(base)]
+    assert variation("x", 0) == "x" and variation("x", 1) != variation("x", 9)
+    assert growth_exponent([10, 100, 1000], [2, 20, 200]) == pytest.approx(1.0)
+    assert growth_exponent([10, 100, 1000], [1, 100, 10_000]) == pytest.approx(2.0)
+
+
+def test_memory_child_runs_the_frozen_recipe(tiny_bert_dir: str, tmp_path: Path) -> None:
+    from benchmarks.memory_scaling import child, synthesize
+
+    sentences = [f"sentence {i} is {'good' if i % 2 else 'bad'}" for i in range(30)]
+    data = synthesize(tmp_path / "d.jsonl", 300, sentences, [i % 2 for i in range(30)])
+    res = child(str(data), tiny_bert_dir, str(tmp_path / "w"))
+    assert res["train_size"] + res["held_out_size"] == 300 and res["duplicates_dropped"] == 0
+    assert res["peak_rss_mb"] >= res["rss_after_imports_mb"] > 0 and res["peak_anon_mb"] > 0
+    assert res["timing"]["train_s"] > 0 and res["wall_s"] > res["timing"]["train_s"]

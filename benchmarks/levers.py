@@ -1,0 +1,348 @@
+"""Micro-measurements of the performance levers of issue 7, each against its alternative.
+
+* ``fused_adamw``: ``torch.optim.AdamW(fused=True)`` vs the default (``foreach``) on MiniLM's
+  22.7M parameters, ms per optimizer step (the recipe used ``fused`` on CUDA only);
+* ``compile``: one full fine-tuning step of MiniLM (TransferModel, mean pooling) on length-grouped
+  SST-2 batches, eager vs ``torch.compile(dynamic=True)``: compile time and steady-state ms/step;
+* ``tokenize_num_proc``: ``datasets.map(batched=True)`` tokenisation of SST-2 rows with
+  ``num_proc=1`` vs ``2``;
+* ``feature_batching``: the frozen feature extractor's batch assembly, one ``ds[i]`` per row +
+  ``DataCollatorWithPadding`` vs one ``ds[idx]`` slice per batch (what ``features.py`` does);
+* ``train_sample_check``: the overfitting check's cost, a forward pass over the fixed 512-row
+  train sample vs over the whole 4,000-row train split (a second full evaluation), and zero
+  encoder passes for ``frozen`` (its sample is read from the feature cache);
+* ``threads``: a full fine-tuning step with 1 vs 2 torch threads (on a shared, oversubscribed
+  machine the OpenMP barriers of 2 threads can cost more than they save).
+
+    python benchmarks/levers.py [--quick] [--only fused_adamw,compile,...] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
+
+LEVERS = ("fused_adamw", "compile", "tokenize_num_proc", "feature_batching", "train_sample_check", "threads")
+
+
+def _timeit(fn: Callable[[], Any], n: int, warmup: int = 1) -> float:
+    """Median seconds of ``n`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _model_path(quick: bool, work: Path) -> str:
+    if quick:
+        p = work / "tiny_bert"
+        if not (p / "config.json").is_file():
+            common.save_tiny_bert(p)
+        return str(p)
+    return common.minilm_path()
+
+
+def _texts(quick: bool) -> tuple[list[str], list[int]]:
+    if common.sst2_available():
+        train, _ = common.load_sst2(256 if quick else common.TRAIN_SAMPLE)
+        return train.texts, train.labels
+    words = "a good film with a dull and moving story that goes nowhere".split()
+    texts = [" ".join(words[: 3 + i % 9]) for i in range(256)]
+    return texts, [i % 2 for i in range(256)]
+
+
+def _transfer_model(model_path: str) -> Any:
+    from nlp_transfer.models import build_model
+
+    model, _, _ = build_model(model_path, "sequence_classification", 2, "mean", 0.1, strategy="full")
+    return model
+
+
+def _grouped_batches(texts: list[str], labels: list[int], model_path: str, n_batches: int) -> list[dict[str, Any]]:
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    lens = common.token_lengths(texts, tok)
+    batches = common.trainer_length_grouped_batches(lens, common.BATCH_SIZE, common.SEED)[:n_batches]
+    out = []
+    for b in batches:
+        enc = tok([texts[i] for i in b], truncation=True, max_length=common.MAX_LENGTH, padding=True,
+                  return_tensors="pt")
+        enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        enc["labels"] = torch.tensor([labels[i] for i in b])
+        out.append(enc)
+    return out
+
+
+def lever_fused_adamw(quick: bool, work: Path) -> dict[str, Any]:
+    import torch
+
+    model = _transfer_model(_model_path(quick, work))
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    res: dict[str, Any] = {"params": sum(p.numel() for p in params)}
+    n = 5 if quick else 20
+    opts = {"foreach": torch.optim.AdamW(params, lr=1e-5, foreach=True),
+            "fused": torch.optim.AdamW(params, lr=1e-5, fused=True)}
+    times: dict[str, list[float]] = {k: [] for k in opts}
+    for _ in range(3):  # interleaved rounds: the machine's noise hits both alike
+        for k, opt in opts.items():
+            times[k].append(_timeit(opt.step, n, warmup=2))
+    for k in opts:
+        res[f"{k}_ms"] = statistics.median(times[k]) * 1e3
+    # same update? one step from identical states
+    ref = [p.detach().clone() for p in params]
+    a = [torch.nn.Parameter(p.clone()) for p in ref]
+    b = [torch.nn.Parameter(p.clone()) for p in ref]
+    for x, y, p in zip(a, b, params):
+        x.grad = p.grad.clone()
+        y.grad = p.grad.clone()
+    torch.optim.AdamW(a, lr=1e-3, foreach=True).step()
+    torch.optim.AdamW(b, lr=1e-3, fused=True).step()
+    res["max_abs_diff"] = max(float((x - y).abs().max()) for x, y in zip(a, b))
+    res["speedup"] = res["foreach_ms"] / res["fused_ms"]
+    res["summary"] = (f"fused {res['fused_ms']:.1f} ms vs foreach {res['foreach_ms']:.1f} ms per step "
+                      f"({res['speedup']:.2f}x; max |diff| {res['max_abs_diff']:.1e})")
+    return res
+
+
+def _train_step_fn(model: Any, batches: list[dict[str, Any]]) -> Callable[[int], float]:
+    import torch
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step(i: int) -> float:
+        t0 = time.perf_counter()
+        out = model(**batches[i % len(batches)])
+        out["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    return step
+
+
+def lever_compile(quick: bool, work: Path) -> dict[str, Any]:
+    import torch
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 8 if quick else 24
+    batches = _grouped_batches(texts, labels, path, n)
+    res: dict[str, Any] = {"batches": n, "distinct_lengths": len({b["input_ids"].shape[1] for b in batches})}
+    torch.manual_seed(0)
+    eager = _transfer_model(path).train()
+    step = _train_step_fn(eager, batches)
+    step(0)
+    res["eager_ms"] = statistics.median(step(i) for i in range(n)) * 1e3
+    torch.manual_seed(0)
+    model = _transfer_model(path).train()
+    try:
+        compiled = torch.compile(model, dynamic=True)
+        step = _train_step_fn(compiled, batches)
+        t0 = time.perf_counter()
+        first = [step(i) for i in range(n)]  # compiles (and maybe recompiles) on the way
+        res["first_pass_s"] = time.perf_counter() - t0
+        res["compiled_ms"] = statistics.median(step(i) for i in range(n)) * 1e3
+        res["compile_overhead_s"] = res["first_pass_s"] - n * res["compiled_ms"] / 1e3
+        res["speedup_steady"] = res["eager_ms"] / res["compiled_ms"]
+        saved = res["eager_ms"] - res["compiled_ms"]
+        res["break_even_steps"] = res["compile_overhead_s"] * 1e3 / saved if saved > 0 else float("inf")
+        res["summary"] = (f"compiled {res['compiled_ms']:.0f} ms vs eager {res['eager_ms']:.0f} ms per step "
+                          f"({res['speedup_steady']:.2f}x) after {res['compile_overhead_s']:.0f} s of compilation; "
+                          f"break-even after {res['break_even_steps']:.0f} steps")
+        del first
+    except Exception as e:  # no compiler, unsupported op ...
+        res["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        res["summary"] = f"torch.compile failed: {res['error']}"
+    return res
+
+
+def lever_tokenize_num_proc(quick: bool, work: Path) -> dict[str, Any]:
+    import datasets
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    datasets.disable_progress_bars()
+    path = _model_path(quick, work)
+    tok = AutoTokenizer.from_pretrained(path)
+    if common.sst2_available():
+        train, _ = common.load_sst2(None)
+        texts = train.texts[: 4000 if quick else 67_349]
+    else:
+        texts = _texts(quick)[0] * 8
+    ds = Dataset.from_dict({"text": texts})
+
+    def fn(batch: dict[str, list]) -> dict[str, Any]:
+        enc = tok(batch["text"], truncation=True, max_length=common.MAX_LENGTH)
+        enc["length"] = [len(x) for x in enc["input_ids"]]
+        return enc
+
+    res: dict[str, Any] = {"rows": len(texts)}
+    for n in (1, 2):
+        t0 = time.perf_counter()
+        ds.map(fn, batched=True, batch_size=1000, num_proc=n if n > 1 else None, remove_columns=["text"],
+               load_from_cache_file=False, cache_file_name=str(work / f"tok_{n}.arrow") if n == 1 else None)
+        res[f"num_proc_{n}_s"] = time.perf_counter() - t0
+    res["speedup"] = res["num_proc_1_s"] / res["num_proc_2_s"]
+    res["summary"] = (f"{res['rows']} rows: num_proc=2 {res['num_proc_2_s']:.1f} s vs 1 {res['num_proc_1_s']:.1f} s "
+                      f"({res['speedup']:.2f}x)")
+    return res
+
+
+def lever_feature_batching(quick: bool, work: Path) -> dict[str, Any]:
+    import numpy as np
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    path = _model_path(quick, work)
+    tok = AutoTokenizer.from_pretrained(path)
+    texts, _ = _texts(quick)
+    enc = tok(texts, truncation=True, max_length=common.MAX_LENGTH)
+    ds = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                            "token_type_ids": enc["token_type_ids"]})
+    collate = DataCollatorWithPadding(tok)
+    order = np.argsort([-len(x) for x in enc["input_ids"]], kind="stable")
+    bs = 128
+
+    def per_row() -> None:
+        for s in range(0, len(ds), bs):
+            collate([ds[int(i)] for i in order[s:s + bs]])
+
+    def sliced() -> None:
+        for s in range(0, len(ds), bs):
+            cols = ds[order[s:s + bs]]
+            keys = list(cols)
+            collate([dict(zip(keys, vals)) for vals in zip(*(cols[k] for k in keys))])
+
+    res: dict[str, Any] = {"rows": len(ds), "batch_size": bs}
+    res["per_row_s"] = _timeit(per_row, 3, 1)
+    res["sliced_s"] = _timeit(sliced, 3, 1)
+    res["speedup"] = res["per_row_s"] / res["sliced_s"]
+    res["per_million_rows_saved_s"] = (res["per_row_s"] - res["sliced_s"]) / len(ds) * 1e6
+    res["summary"] = (f"batch assembly for {len(ds)} rows: slice {res['sliced_s'] * 1e3:.0f} ms vs per-row "
+                      f"{res['per_row_s'] * 1e3:.0f} ms ({res['speedup']:.1f}x; "
+                      f"{res['per_million_rows_saved_s']:.0f} s saved per 1M rows)")
+    return res
+
+
+def lever_train_sample_check(quick: bool, work: Path) -> dict[str, Any]:
+    import torch
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    model = _transfer_model(path).eval()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    lens = common.token_lengths(texts, tok)
+    order = sorted(range(len(texts)), key=lambda i: lens[i])
+
+    def forward(idx: list[int]) -> None:
+        with torch.inference_mode():
+            for s in range(0, len(idx), 128):
+                b = idx[s:s + 128]
+                enc = tok([texts[i] for i in b], truncation=True, max_length=common.MAX_LENGTH, padding=True,
+                          return_tensors="pt")
+                model(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+
+    sample = sorted(order[:: max(1, len(order) // 512)][:512], key=lambda i: lens[i])
+    res: dict[str, Any] = {"train_rows": len(texts), "sample_rows": len(sample)}
+    res["sample_pass_s"] = _timeit(lambda: forward(sample), 1, 0)
+    res["full_train_pass_s"] = _timeit(lambda: forward(order), 1, 0)
+    res["saved_per_eval_s"] = res["full_train_pass_s"] - res["sample_pass_s"]
+    res["summary"] = (f"train-sample check {res['sample_pass_s']:.1f} s per evaluation vs {res['full_train_pass_s']:.1f} s "
+                      f"for a full train pass ({res['train_rows']} rows); frozen: 0 encoder passes (cache)")
+    return res
+
+
+def lever_threads(quick: bool, work: Path) -> dict[str, Any]:
+    import torch
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 6 if quick else 16
+    batches = _grouped_batches(texts, labels, path, n)
+    before = torch.get_num_threads()
+    res: dict[str, Any] = {"batches": n, "loadavg_1m": round(os.getloadavg()[0], 2)}
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            torch.manual_seed(0)
+            step = _train_step_fn(_transfer_model(path).train(), batches)
+            step(0)
+            res[f"threads_{t}_ms"] = statistics.median(step(i) for i in range(n)) * 1e3
+    finally:
+        torch.set_num_threads(before)
+    res["speedup_2_over_1"] = res["threads_1_ms"] / res["threads_2_ms"]
+    res["summary"] = (f"full step 2 threads {res['threads_2_ms']:.0f} ms vs 1 thread {res['threads_1_ms']:.0f} ms "
+                      f"({res['speedup_2_over_1']:.2f}x at load {res['loadavg_1m']})")
+    return res
+
+
+def run_all(job: dict[str, Any]) -> dict[str, Any]:
+    """Run the selected levers (``job["only"]``, default all) and summarise each in one line."""
+    import shutil
+    import tempfile
+
+    quick = bool(job.get("quick"))
+    only = job.get("only") or list(LEVERS)
+    work = Path(tempfile.mkdtemp(prefix="nlpt_levers_"))
+    out: dict[str, Any] = {"quick": quick, "summary": {}}
+    try:
+        for name in only:
+            t0 = time.perf_counter()
+            r = globals()[f"lever_{name}"](quick, work)
+            r["measure_s"] = time.perf_counter() - t0
+            r["loadavg_1m"] = r.get("loadavg_1m", round(os.getloadavg()[0], 2))
+            out[name] = r
+            out["summary"][name] = r["summary"]
+            print(f"  {name}: {r['summary']}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Measure the performance levers of issue 7.")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default=",".join(LEVERS))
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    bad = [x for x in only if x not in LEVERS]
+    if bad:
+        ap.error(f"unknown lever(s) {bad}: choose from {', '.join(LEVERS)}")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    res = run_all({"quick": args.quick, "only": only})
+    if args.json:
+        common.write_json(args.json, {"levers": res})
+    print(json.dumps(res["summary"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The two `nlp-transfer compare` runs behind docs/results/{sst2,bbc_news}/ (CPU, 2 shared cores).
+# Finished runs are reused on a re-run (resume), so an interrupted job can simply be restarted.
+set -euo pipefail
+OUT=${OUT:-outputs/reference}
+DATA=${DATA:-../shared/data}
+
+nlp-transfer compare --data "$DATA/sst2" --text-column sentence --label-names negative positive \
+  --model minilm --strategies frozen lora full scratch --sizes 100 1000 --seeds 2 --max-size scratch=100 \
+  --budget-epochs 2 --min-steps 16 --max-length 64 --batch-size 32 --set eval.train_sample_size=128 \
+  --out "$OUT/sst2" --title "SST-2 (held-out: GLUE dev, 872 sentences) - all-MiniLM-L6-v2"
+
+nlp-transfer compare --data bbc_news \
+  --model minilm --strategies frozen lora scratch --sizes 50 200 all --seeds 2 --max-size lora=50 scratch=50 \
+  --budget-epochs 3 --min-steps 12 --max-length 128 --batch-size 16 --set eval.train_sample_size=128 \
+  --out "$OUT/bbc_news" --title "BBC News (held-out: 20% carved, stratified) - all-MiniLM-L6-v2"
