@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import io
 import json
@@ -468,6 +469,7 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
         say(f"[compare] scratch model (random init of {resolved}): {scratch_dir}")
 
     bs = base_cfg.train.batch_size * base_cfg.train.gradient_accumulation_steps
+    output_fields = {f.name for f in dataclasses.fields(base_cfg.output)}
 
     def run_config(strategy: str, size: int | str, seed: int) -> RecipeConfig:
         d = copy.deepcopy(base)
@@ -491,6 +493,9 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
         d["output"] = {**d.get("output", {}), "dir": str(out / "runs" / f"{strategy}_n{size}_s{seed}"),
                        "report_to": ["none"], "overwrite": True, "progress_bars": False,
                        "cache_dir": str(feature_cache)}
+        if "checkpoint_every_epoch" in output_fields and "checkpoint_every_epoch" not in (base.get("output") or {}):
+            # compare resumes whole runs; per-epoch training checkpoints (weights + optimizer) only cost I/O
+            d["output"]["checkpoint_every_epoch"] = False
         return RecipeConfig.from_dict(d)
 
     limits = dict(max_size or {})
@@ -566,7 +571,9 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
     total = time.time() - t_start
     payload = {"format_version": FORMAT_VERSION, "title": title, "settings": settings, "metric": metric,
                "runs": runs, "summary": summary, "recommendation": rec_, "complete": True,
-               "total_wall_s": round(total, 1), "files": {k: p.name for k, p in files.items()}}
+               "total_wall_s": round(total, 1), "runs_wall_s": round(sum(r.get("wall_s") or 0.0 for r in runs), 1),
+               "resumed_runs": sum(1 for r in runs if r.get("resumed")),
+               "files": {k: p.name for k, p in files.items()}}
     _write_json(out / "compare.json", payload)
     files["json"] = out / "compare.json"
     say(report.text_table(summary, metric))
@@ -632,9 +639,10 @@ def _run_one(train: Callable[[RecipeConfig], Any], cfg: RecipeConfig, strategy: 
     })
     if metric not in ho:
         rec["error"] = f"metric '{metric}' not among the held-out metrics {sorted(ho)}"
-    if not keep_models:
+    if not keep_models:  # keep the metrics, drop the weights (and any training checkpoints)
         for p in run_dir.glob("*.safetensors"):
             p.unlink()
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     _write_json(run_dir / "run.json", rec)
     return rec
 

@@ -196,6 +196,12 @@ def train(cfg: RecipeConfig) -> TrainResult:
     # Known-bad launch/strategy combinations fail here, before anything is written.
     preflight_check(cfg)
     t0 = time.time()
+    auto_decision = None
+    if cfg.strategy.name == "auto":
+        # Measured, not guessed: examples per class, a linear probe of the frozen features,
+        # model size vs the device, and the time budget decide (see nlp_transfer/auto.py).
+        from .strategy_auto import resolve_auto
+        cfg, auto_decision = resolve_auto(cfg)
     # Our own bars cover data, features, training and evaluation; library bars are noise.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -551,6 +557,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
         "strategy": strategy.name, "task": cfg.task, "pooling": pooling, "num_processes": accelerator.num_processes,
         "data": {**data.stats, "train_sample_size": int(n_sample)},
         "hyperparameters": hp, "history": history, "resumed_from": resumed_from,
+        **({"auto": auto_decision.to_dict()} if auto_decision is not None else {}),
         # setup: data, tokenisation, model, feature cache; train: the loop minus its evaluations
         "timing": {"setup_s": round(t_loop - t0, 3), "loop_s": round(timing["loop_s"], 3),
                    "eval_s": round(timing["eval_s"], 3), "train_s": round(timing["loop_s"] - timing["eval_s"], 3)},

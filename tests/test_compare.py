@@ -42,6 +42,7 @@ def test_grid_runs_every_cell_on_the_same_splits(grid) -> None:
         assert metrics["data"]["held_out_size"] == 30  # one held-out split for every run
         assert metrics["hyperparameters"]["epochs"] == (4 if r["strategy"] == "scratch" else 30)
         assert not list(Path(r["output_dir"]).glob("*.safetensors"))  # weights dropped by default
+        assert not (Path(r["output_dir"]) / "checkpoints").exists()
     # frozen trains only the head (32 x 3 + 3); scratch trains the whole (random) encoder
     frozen = next(r for r in res.runs if r["strategy"] == "frozen")
     scratch = next(r for r in res.runs if r["strategy"] == "scratch")

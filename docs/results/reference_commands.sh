@@ -14,3 +14,11 @@ nlp-transfer compare --data bbc_news \
   --model minilm --strategies frozen lora scratch --sizes 50 200 all --seeds 2 --max-size lora=50 scratch=50 \
   --budget-epochs 3 --min-steps 12 --max-length 128 --batch-size 16 --set eval.train_sample_size=128 \
   --out "$OUT/bbc_news" --title "BBC News (held-out: 20% carved, stratified) - all-MiniLM-L6-v2"
+
+# rank-models: the pretrained MiniLM against the random-init copy of its architecture that
+# `compare` built for `scratch` (a known-bad candidate), last layer vs mean of all layers.
+SCRATCH=$(ls -d "${NLP_TRANSFER_CACHE:-$HOME/.cache/nlp_transfer}"/scratch/model-random-* | head -1)
+nlp-transfer rank-models --data "$DATA/sst2" --text-column sentence --label-names negative positive \
+  --models minilm "$SCRATCH" --layers last,mean --sample 2000 --max-length 64 --out "$OUT/sst2/rank_models.json"
+nlp-transfer rank-models --data bbc_news --models minilm "$SCRATCH" --layers last,mean --sample 1000 \
+  --max-length 128 --out "$OUT/bbc_news/rank_models.json"

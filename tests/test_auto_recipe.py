@@ -1,0 +1,14 @@
+"""strategy=auto through the recipe: the decision is printed and recorded in metrics.json."""
+from __future__ import annotations
+
+from conftest import recipe_kwargs
+from nlp_transfer import Recipe, train
+
+
+def test_auto_strategy_resolves_and_is_recorded(tiny_model, toy_csv, tmp_path, capsys):
+    r = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", "auto", train={"epochs": 2})))
+    auto = r.metrics["auto"]
+    # 120 training rows: far below the small-data threshold, so the frozen encoder is chosen
+    assert auto["strategy"] == r.metrics["strategy"] == "frozen"
+    assert any("120" in reason for reason in auto["reasons"])
+    assert "frozen" in capsys.readouterr().out
