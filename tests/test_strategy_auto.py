@@ -59,22 +59,21 @@ def test_few_labels_resolve_to_frozen_with_measured_numbers(tiny_model: Path, to
     assert "[nlp_transfer] strategy: auto -> frozen" in printed and "few labels" in printed
 
 
-def test_probe_features_are_reused_by_the_frozen_run(tiny_model: Path, toy_csv: Path, tmp_path: Path,
-                                                     capsys) -> None:
-    """The hook the recipe runs: resolve, train, record; the card shows the decision."""
+def test_train_with_auto_records_the_decision_and_reuses_probe_features(tiny_model: Path, toy_csv: Path,
+                                                                         tmp_path: Path, capsys) -> None:
+    """Through recipe.train: resolve, train the chosen strategy, record; the card shows it."""
     from nlp_transfer.card import write_model_card
     from nlp_transfer.recipe import train
 
-    cfg = cfg_for(tiny_model, toy_csv, tmp_path / "out", train={"epochs": 2})
-    new, d = resolve_auto(cfg)
-    result = train(new)
-    assert "train features from cache" in capsys.readouterr().out
-    metrics = json.loads((result.output_dir / "metrics.json").read_text())
-    metrics["auto"] = d.to_dict()  # what the recipe hook records
-    (result.output_dir / "metrics.json").write_text(json.dumps(metrics, default=str))
+    result = train(cfg_for(tiny_model, toy_csv, tmp_path / "out", train={"epochs": 2}))
+    out = capsys.readouterr().out
+    assert "strategy: auto -> frozen" in out
+    assert "train features from cache" in out  # the probe's features of all 120 examples
+    assert result.metrics["strategy"] == "frozen"
     saved = json.loads((result.output_dir / "metrics.json").read_text())["auto"]
     assert saved["decision"] == "frozen" and saved["measurements"]["probe"]["sample"] == 120
     assert "strategy: auto -> frozen" in saved["explanation"]
+    assert saved["signals"]["n_train"] == 120
     card = write_model_card(result.output_dir).read_text()
     assert "chosen automatically (`strategy=auto`): **frozen**" in card
     assert "few labels: n_train=120" in card
