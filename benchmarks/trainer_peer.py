@@ -171,7 +171,12 @@ def run_trainer(strategy: str, train: Split, dev: Split, epochs: int = EPOCHS, g
 
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     preds = np.asarray(logits).argmax(axis=-1)
-    accuracy = float((preds == np.asarray(dev.labels)).mean())
+    # Compare with pred.label_ids, not dev.labels: with train_sampling_strategy="group_by_length",
+    # transformers 5 also length-groups the *eval* sampler (Trainer._get_eval_sampler), so predict()
+    # returns rows in a shuffled order. Comparing with dev.labels scored 0.515 (chance) here.
+    gold = np.asarray(pred.label_ids) if pred.label_ids is not None else np.asarray(dev.labels)
+    assert len(gold) == len(preds) == len(dev), (len(gold), len(preds), len(dev))
+    accuracy = float((preds == gold).mean())
     trainable, total = count_params(model)
     return {
         "peer": "transformers.Trainer" + (" group_by_length" if group_by_length else ""),
