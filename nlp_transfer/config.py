@@ -138,6 +138,9 @@ class DataConfig:
     label_all_subtokens: bool = False
     #: multi_label: delimiter inside a label string ("joy,love"); None -> detect , ; |
     label_delimiter: str | None = None
+    #: Tokenisation processes (datasets.map num_proc). None -> 1 below 50,000 rows (worker start-up
+    #: costs more than it saves, benchmarks/levers.py tokenize_num_proc), else min(4, CPU count).
+    num_proc: int | None = None
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
@@ -149,6 +152,7 @@ class DataConfig:
                               found=repr(self.held_out_fraction), fix="pass data.held_out_fraction=0.2")
         _check_positive("data", "max_train_samples", self.max_train_samples, allow_none=True)
         _check_positive("data", "max_eval_samples", self.max_eval_samples, allow_none=True)
+        _check_positive("data", "num_proc", self.num_proc, allow_none=True)
 
 
 @dataclass
@@ -217,6 +221,10 @@ class TrainConfig:
     group_by_length: bool = True
     #: "auto" takes it from the accelerate config / launcher (bf16 on GPU configs).
     mixed_precision: str = "auto"
+    #: torch.compile(dynamic=True) the training forward/backward (full, partial, lora; frozen trains a
+    #: head on cached features and ignores it). Off by default: it costs a compile of tens of seconds
+    #: per new shape family and pays only on long runs (benchmarks/levers.py compile).
+    compile: bool = False
     #: Stop after this many optimizer steps (quick runs / tests). None = no limit.
     max_steps: int | None = None
     #: Class imbalance (sequence/token classification): "none", "auto" (n / (k * count_c),

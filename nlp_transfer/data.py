@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -410,8 +411,25 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     return PreparedData(train=train, held_out=held, test=test, label_names=label_names, stats=stats)
 
 
-def tokenize(ds: Dataset, tokenizer: Any, max_length: int) -> Dataset:
-    """Tokenise without padding (dynamic padding happens per batch) and record lengths."""
+#: Below this many rows tokenisation stays in one process (see DataConfig.num_proc).
+NUM_PROC_MIN_ROWS = 50_000
+
+
+def resolve_num_proc(num_proc: int | None, rows: int) -> int | None:
+    """``data.num_proc`` -> the ``num_proc`` given to ``datasets.map`` (None = in process)."""
+    if num_proc is None:
+        num_proc = 1 if rows < NUM_PROC_MIN_ROWS else min(4, len(os.sched_getaffinity(0))
+                                                          if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return int(num_proc) if int(num_proc) > 1 else None
+
+
+def tokenize(ds: Dataset, tokenizer: Any, max_length: int, num_proc: int | None = None) -> Dataset:
+    """Tokenise without padding (dynamic padding happens per batch) and record lengths.
+
+    ``datasets.map(batched=True)`` caches the result next to the dataset's Arrow files when it has
+    any (local files and Hub datasets), so a second run with the same tokenizer and max_length
+    reads it back instead of tokenising again. ``num_proc`` (``data.num_proc``) shards the work.
+    """
     has_pair = "text_pair" in ds.column_names
 
     def tok(batch: dict[str, list]) -> dict[str, Any]:
@@ -421,7 +439,8 @@ def tokenize(ds: Dataset, tokenizer: Any, max_length: int) -> Dataset:
         return enc
 
     drop = [c for c in ("text", "text_pair") if c in ds.column_names]
-    return ds.map(tok, batched=True, batch_size=1000, remove_columns=drop)
+    return ds.map(tok, batched=True, batch_size=1000, remove_columns=drop,
+                  num_proc=resolve_num_proc(num_proc, len(ds)))
 
 
 __all__ = ["PreparedData", "load_raw", "prepare_data", "tokenize", "load_bbc_news", "concatenate_datasets"]

@@ -495,7 +495,7 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
             def tok(ds: Any, r: _TaskRun = r) -> Any:
                 if r.spec.tokenize is not None:
                     return r.spec.tokenize(ds, tokenizer, rc.model.max_length, r.label_names, r.entry.data)
-                return tokenize(ds, tokenizer, rc.model.max_length)
+                return tokenize(ds, tokenizer, rc.model.max_length, getattr(r.entry.data, "num_proc", None))
             r.train_tok, r.held_tok = tok(r.data.train), tok(r.data.held_out)
             r.test_tok = tok(r.data.test) if (rc.eval.use_test and r.data.test is not None) else None
             n_sample = min(rc.eval.train_sample_size, len(r.train_tok))

@@ -254,7 +254,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
     def tok(ds: Any) -> Any:  # the task's tokenisation (NER: words -> sub-words with aligned labels)
         if spec.tokenize is not None:
             return spec.tokenize(ds, tokenizer, cfg.model.max_length, label_names, cfg.data)
-        return tokenize(ds, tokenizer, cfg.model.max_length)
+        return tokenize(ds, tokenizer, cfg.model.max_length, cfg.data.num_proc)
 
     with accelerator.main_process_first():
         train_tok = tok(data.train)
@@ -360,6 +360,15 @@ def train(cfg: RecipeConfig) -> TrainResult:
         trained, optimizer, train_loader, held_loader, sample_loader, scheduler)
     if test_loader is not None:
         test_loader = accelerator.prepare(test_loader)
+    # train.compile: only the training step goes through the compiled module. Evaluation, the
+    # best-weights snapshot, checkpoints and the saved model keep using `trained` (the same
+    # parameters), so no `_orig_mod.` key ever reaches a file.
+    step_model = trained
+    if cfg.train.compile:
+        if strategy.uses_feature_cache:
+            accelerator.print("[nlp_transfer] train.compile ignored: frozen trains a head on cached features")
+        else:
+            step_model = torch.compile(trained, dynamic=True)
 
     metric_names = list(cfg.eval.metrics or spec.default_metrics)
     best_metric = cfg.eval.metric_for_best or spec.metric_for_best
@@ -476,7 +485,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
                     torch.cuda.set_rng_state(rng["cuda"])
             for batch in batches:
                 with accelerator.accumulate(trained):
-                    out = trained(**batch)
+                    out = step_model(**batch)
                     loss = out["loss"]
                     if not torch.isfinite(loss):
                         last = ckpt.latest_complete(out_dir)
