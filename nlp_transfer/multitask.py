@@ -47,6 +47,7 @@ from torch import nn
 
 from .config import DataConfig, RecipeConfig, _closest, apply_overrides
 from .errors import ConfigError, DataError, ModelError
+from .loop import build_optimizer, compiled_step_model, training_step
 
 SAMPLING = ("proportional", "temperature", "uniform")
 _BASE_SECTIONS = ("model", "strategy", "train", "eval", "output", "hub")
@@ -430,7 +431,6 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     import datasets
@@ -584,16 +584,12 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
 
     # ---- optimizer, schedule, prepare -------------------------------------------------
     groups = strategy.param_groups(trained, hp["lr"], hp["head_lr"], rc.train.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=hp["head_lr"])
     batches_per_epoch = {n: len(r.loaders["train"]) for n, r in runs.items()}
     steps_in_epoch = sum(batches_per_epoch.values())
-    total_steps = math.ceil(steps_in_epoch / rc.train.gradient_accumulation_steps) * hp["epochs"]
-    if rc.train.max_steps:
-        total_steps = min(total_steps, rc.train.max_steps)
-    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(rc.train.lr_scheduler, rc.train.lr_scheduler),
-                              optimizer, num_warmup_steps=int(rc.train.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    optimizer, scheduler, total_steps = build_optimizer(groups, hp["head_lr"], accelerator.device, steps_in_epoch,
+                                                        rc.train, hp["epochs"])
     trained, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
+    step_model = compiled_step_model(trained, rc.train.compile, strategy.uses_feature_cache, accelerator.print)
     for r in runs.values():
         for k, dl in list(r.loaders.items()):
             if dl is not None:
@@ -674,18 +670,12 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
         run_loss = {n: [0.0, 0] for n in runs}
         for name in schedule:
             batch = next_batch(name)
-            with accelerator.accumulate(trained):
-                out = trained(**batch)
-                loss = out["loss"] * loss_w[name]
-                if not torch.isfinite(loss):
-                    raise ModelError(f"training loss of task '{name}' at step {step}", expected="a finite number",
-                                     found=str(loss.item()), fix="lower train.lr or check the labels")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and rc.train.max_grad_norm:
-                    accelerator.clip_grad_norm_(trained.parameters(), rc.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            out = training_step(
+                accelerator, trained, step_model, batch, optimizer, scheduler, rc.train.max_grad_norm,
+                lambda loss, name=name: ModelError(f"training loss of task '{name}' at step {step}",
+                                                   expected="a finite number", found=str(loss.item()),
+                                                   fix="lower train.lr or check the labels"),
+                loss_weight=loss_w[name])
             run_loss[name][0] += out["loss"].detach().float().item()
             run_loss[name][1] += 1
             if accelerator.sync_gradients:

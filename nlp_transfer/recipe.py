@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
@@ -33,6 +33,7 @@ from . import features as feats
 from .config import RecipeConfig
 from .data import PreparedData, prepare_data, tokenize
 from .errors import ConfigError, NLPTransferError
+from .loop import build_optimizer, compiled_step_model, training_step
 from .models import (DEFAULT_MODEL, TASKS, build_model, count_params, embedded_model_path, format_params,
                      weights_sha256)
 from .strategies import get_strategy, restore_trainable, snapshot_trainable, write_json
@@ -185,7 +186,6 @@ def train(cfg: RecipeConfig) -> TrainResult:
     """Run a recipe end to end and return where its output folder is."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
-    from transformers import AutoTokenizer, get_scheduler
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     import datasets
@@ -344,31 +344,13 @@ def train(cfg: RecipeConfig) -> TrainResult:
 
     # ---- optimizer + schedule ----------------------------------------------------
     groups = strategy.param_groups(trained, hp["lr"], hp["head_lr"], cfg.train.weight_decay)
-    # Fused AdamW (one kernel over all parameters) on CUDA and, since torch 2.4, on CPU: 6-8x
-    # faster optimizer steps than the foreach default on MiniLM's 22.7M parameters, same update
-    # to 1e-7 (benchmarks/levers.py fused_adamw). transformers.Trainer defaults to it as well.
-    fused = accelerator.device.type in ("cuda", "cpu")
-    optimizer = torch.optim.AdamW(groups, lr=hp["head_lr"], fused=fused or None)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.train.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * hp["epochs"]
-    if cfg.train.max_steps:
-        total_steps = min(total_steps, cfg.train.max_steps)
-    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(cfg.train.lr_scheduler, cfg.train.lr_scheduler),
-                              optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    optimizer, scheduler, total_steps = build_optimizer(groups, hp["head_lr"], accelerator.device, len(train_loader),
+                                                        cfg.train, hp["epochs"])
     trained, optimizer, train_loader, held_loader, sample_loader, scheduler = accelerator.prepare(
         trained, optimizer, train_loader, held_loader, sample_loader, scheduler)
     if test_loader is not None:
         test_loader = accelerator.prepare(test_loader)
-    # train.compile: only the training step goes through the compiled module. Evaluation, the
-    # best-weights snapshot, checkpoints and the saved model keep using `trained` (the same
-    # parameters), so no `_orig_mod.` key ever reaches a file.
-    step_model = trained
-    if cfg.train.compile:
-        if strategy.uses_feature_cache:
-            accelerator.print("[nlp_transfer] train.compile ignored: frozen trains a head on cached features")
-        else:
-            step_model = torch.compile(trained, dynamic=True)
+    step_model = compiled_step_model(trained, cfg.train.compile, strategy.uses_feature_cache, accelerator.print)
 
     metric_names = list(cfg.eval.metrics or spec.default_metrics)
     best_metric = cfg.eval.metric_for_best or spec.metric_for_best
@@ -456,6 +438,11 @@ def train(cfg: RecipeConfig) -> TrainResult:
         return ckpt.save_checkpoint(accelerator, out_dir, step, state, best["weights"], cfg.output.keep_last_n,
                                     best["step"])
 
+    def nonfinite(loss: torch.Tensor) -> Exception:  # a NaN/inf loss names the step and the way back
+        return NLPTransferError(
+            f"training loss at step {step + 1}", expected="a finite number", found=str(loss.item()),
+            fix=f"lower train.lr or check the labels; last good checkpoint: {ckpt.latest_complete(out_dir) or 'none'}")
+
     t_loop = time.time()
     progress = tqdm(total=total_steps, initial=step, desc=f"train ({strategy.name})", disable=not show)
     done = step >= total_steps
@@ -484,20 +471,9 @@ def train(cfg: RecipeConfig) -> TrainResult:
                 if "cuda" in rng and torch.cuda.is_available():
                     torch.cuda.set_rng_state(rng["cuda"])
             for batch in batches:
-                with accelerator.accumulate(trained):
-                    out = step_model(**batch)
-                    loss = out["loss"]
-                    if not torch.isfinite(loss):
-                        last = ckpt.latest_complete(out_dir)
-                        raise NLPTransferError(
-                            f"training loss at step {step + 1}", expected="a finite number", found=str(loss.item()),
-                            fix=f"lower train.lr or check the labels; last good checkpoint: {last or 'none'}")
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.train.max_grad_norm:
-                        accelerator.clip_grad_norm_(trained.parameters(), cfg.train.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                out = training_step(accelerator, trained, step_model, batch, optimizer, scheduler,
+                                    cfg.train.max_grad_norm, nonfinite)
+                loss = out["loss"]
                 running += loss.detach().float().item()
                 count += 1
                 if not accelerator.sync_gradients:
