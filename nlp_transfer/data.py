@@ -175,6 +175,40 @@ def load_raw(cfg: DataConfig) -> DatasetDict:
 
 # --------------------------------------------------------------------------- preparing
 
+def release_arrow_memory() -> None:
+    """Hand pyarrow's freed buffers back to the OS.
+
+    pyarrow's allocator (mimalloc) keeps what JSON/CSV parsing and ``datasets.map`` freed:
+    ~50 MB of 1M rows' load stayed resident until this call (benchmarks/memory_scaling.py).
+    """
+    try:
+        import pyarrow as pa
+        pa.default_memory_pool().release_unused()
+    except Exception:  # noqa: BLE001 - an allocator without the call: nothing to release
+        pass
+
+
+def column_numpy(ds: Dataset, name: str) -> np.ndarray:
+    """One scalar column (labels, lengths, hashes) as a NumPy array, read through Arrow.
+
+    Why by hand: ``ds[name][:]`` (datasets 5's lazy Column) builds a Python object per row and,
+    on a dataset with an indices mapping (after ``select``, i.e. after every split), materialises
+    whole rows first: +310 MB and 11 s for one int column of 500k rows of 1M, measured in
+    benchmarks/memory_scaling.py. Arrow's ``take`` over the indices is 0.03 s and holds nothing
+    per row in Python.
+    """
+    import pyarrow as pa
+
+    col = ds.data.column(name)
+    if col.num_chunks == 0 or not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                                   or pa.types.is_boolean(col.type)):
+        return np.asarray(ds[name][:])  # list columns (multi-label, token labels): rows of arrays
+    indices = getattr(ds, "_indices", None)
+    if indices is not None:
+        col = col.take(indices.column(0))
+    return col.to_numpy()
+
+
 def _text_hash(batch: dict[str, list], has_pair: bool) -> dict[str, list[int]]:
     out = []
     pairs = batch["text_pair"] if has_pair else [None] * len(batch["text"])
@@ -276,7 +310,7 @@ def _stratified_subset(ds: Dataset, n: int, seed: int, stratify: bool) -> Datase
         return ds
     from sklearn.model_selection import train_test_split
     idx = np.arange(len(ds))
-    labels = np.asarray(ds["label"][:]) if stratify else None
+    labels = column_numpy(ds, "label") if stratify else None
     try:
         keep, _ = train_test_split(idx, train_size=n, random_state=seed, stratify=labels)
     except ValueError:  # a class too small to stratify
@@ -289,6 +323,7 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     """Map columns, encode labels (keeping their names), drop empties and duplicates,
     and produce train / held-out / test splits."""
     raw = raw if raw is not None else load_raw(cfg)
+    release_arrow_memory()
     classification = task == "sequence_classification"
     if cfg.train_split not in raw:
         raise DataError("train split", expected=f"a split named '{cfg.train_split}'",
@@ -357,7 +392,7 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     stats["leaked_dropped"] = 0
     if cfg.dedup:
         train = train.map(lambda b: _text_hash(b, has_pair), batched=True, batch_size=10_000)
-        hashes = np.asarray(train["_hash"][:], dtype=np.int64)
+        hashes = column_numpy(train, "_hash").astype(np.int64, copy=False)
         _, first = np.unique(hashes, return_index=True)
         first = np.sort(first)
         stats["duplicates_dropped"] = int(len(train) - len(first))
@@ -365,8 +400,8 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
             train = train.select(first)
         if held is not None:
             held = held.map(lambda b: _text_hash(b, has_pair), batched=True, batch_size=10_000)
-            held_hashes = np.asarray(held["_hash"][:], dtype=np.int64)
-            leak = np.isin(np.asarray(train["_hash"][:], dtype=np.int64), held_hashes)
+            held_hashes = column_numpy(held, "_hash").astype(np.int64, copy=False)
+            leak = np.isin(column_numpy(train, "_hash").astype(np.int64, copy=False), held_hashes)
             stats["leaked_dropped"] = int(leak.sum())
             if leak.any():
                 train = train.select(np.flatnonzero(~leak))
@@ -380,7 +415,7 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
         if len(train) < 4:
             raise DataError("training data", expected="at least 4 rows to carve a held-out split",
                             found=f"{len(train)} row(s)", fix="add data or provide a validation split")
-        strat = np.asarray(train["label"][:]) if classification else None
+        strat = column_numpy(train, "label") if classification else None
         if strat is not None:
             counts = np.bincount(strat)
             if (counts[counts > 0] < 2).any():
@@ -400,14 +435,15 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
         raise DataError("held-out data", expected="at least 1 row", found="an empty held-out split",
                         fix="check the validation file or lower data.held_out_fraction")
     if classification:
-        seen = set(np.unique(np.asarray(train["label"][:])).tolist())
-        unseen = sorted(set(np.unique(np.asarray(held["label"][:])).tolist()) - seen)
+        seen = set(np.unique(column_numpy(train, "label")).tolist())
+        unseen = sorted(set(np.unique(column_numpy(held, "label")).tolist()) - seen)
         if unseen:
             names = [label_names[i] for i in unseen]
             raise DataError("held-out labels", expected="only labels that occur in training",
                             found=f"{names} never seen in training",
                             fix="add training examples of those classes or drop those held-out rows")
     stats.update(train_size=len(train), held_out_size=len(held), test_size=len(test) if test is not None else 0)
+    release_arrow_memory()
     return PreparedData(train=train, held_out=held, test=test, label_names=label_names, stats=stats)
 
 
@@ -439,8 +475,10 @@ def tokenize(ds: Dataset, tokenizer: Any, max_length: int, num_proc: int | None 
         return enc
 
     drop = [c for c in ("text", "text_pair") if c in ds.column_names]
-    return ds.map(tok, batched=True, batch_size=1000, remove_columns=drop,
-                  num_proc=resolve_num_proc(num_proc, len(ds)))
+    out = ds.map(tok, batched=True, batch_size=1000, remove_columns=drop,
+                 num_proc=resolve_num_proc(num_proc, len(ds)))
+    release_arrow_memory()
+    return out
 
 
 __all__ = ["PreparedData", "load_raw", "prepare_data", "tokenize", "load_bbc_news", "concatenate_datasets"]

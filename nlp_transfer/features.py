@@ -18,6 +18,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from .data import column_numpy
 from .models import TransferModel
 
 
@@ -59,7 +60,7 @@ def extract_features(model: TransferModel, ds: Dataset, collate: Any, batch_size
     Batches are formed in length order (little padding) and written back to their rows.
     With ``out_path`` the array is a memory-mapped .npy written to a temp file and renamed."""
     model.encoder.eval()
-    lengths = np.asarray(ds["length"][:]) if "length" in ds.column_names else np.zeros(len(ds))
+    lengths = column_numpy(ds, "length") if "length" in ds.column_names else np.zeros(len(ds))
     order = np.argsort(-lengths, kind="stable")
     dim = model.encoder.config.hidden_size
     tmp = None

@@ -53,13 +53,29 @@ def compiled_step_model(trained: Any, enabled: bool, uses_feature_cache: bool, l
     return torch.compile(trained, dynamic=True)
 
 
+def clip_parameters(accelerator: Any, trained: Any) -> list[torch.nn.Parameter]:
+    """The parameters whose gradient norm is clipped, listed once before the loop.
+
+    Walking ``model.parameters()`` on every step costs a module-tree traversal per step (1 ms
+    a step on a frozen MiniLM, where the head step itself takes less); only trainable ones have
+    gradients. FSDP is the exception: accelerate recognises the wrapped model by the identity of
+    its full parameter list and must clip through FSDP's sharded ``clip_grad_norm_``.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return list(trained.parameters())
+    return [p for p in trained.parameters() if p.requires_grad]
+
+
 def training_step(accelerator: Any, trained: Any, step_model: Any, batch: dict[str, Any], optimizer: Any,
                   scheduler: Any, max_grad_norm: float | None, on_nonfinite: Callable[[torch.Tensor], Exception],
-                  loss_weight: float = 1.0) -> dict[str, Any]:
+                  loss_weight: float = 1.0, clip_params: list[torch.nn.Parameter] | None = None) -> dict[str, Any]:
     """Forward, backward and (when gradients sync) clip + optimizer + scheduler step.
 
     ``on_nonfinite(loss)`` builds the error raised for a NaN/inf loss (each loop names its own
-    step and the way back). Returns the model output (``out["loss"]`` unweighted).
+    step and the way back). ``clip_params``: from :func:`clip_parameters` (default: all of
+    ``trained``'s parameters, walked now). Returns the model output (``out["loss"]`` unweighted).
     """
     with accelerator.accumulate(trained):
         out = step_model(**batch)
@@ -68,7 +84,8 @@ def training_step(accelerator: Any, trained: Any, step_model: Any, batch: dict[s
             raise on_nonfinite(loss)
         accelerator.backward(loss)
         if accelerator.sync_gradients and max_grad_norm:
-            accelerator.clip_grad_norm_(trained.parameters(), max_grad_norm)
+            accelerator.clip_grad_norm_(clip_params if clip_params is not None else trained.parameters(),
+                                        max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ from torch import nn
 
 from .config import DataConfig, RecipeConfig, _closest, apply_overrides
 from .errors import ConfigError, DataError, ModelError
-from .loop import build_optimizer, compiled_step_model, training_step
+from .loop import build_optimizer, clip_parameters, compiled_step_model, training_step
 
 SAMPLING = ("proportional", "temperature", "uniform")
 _BASE_SECTIONS = ("model", "strategy", "train", "eval", "output", "hub")
@@ -437,7 +437,7 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
     import transformers
 
     from . import features as feats
-    from .data import tokenize
+    from .data import column_numpy, tokenize
     from .models import (HEADS, TASKS, count_params, declared_pooling, format_params, load_encoder,
                          load_tokenizer, resolve_model)
     from .recipe import (FORMAT_VERSION, FeatureDataset, TrainResult, _base_reference, _collator, _evaluate,
@@ -551,7 +551,7 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
 
             def fset(split: str, idx: Any = None, r: _TaskRun = r, arrs: dict = arrs, dtype: Any = dtype) -> Any:
                 ds = {"train": r.train_tok, "held_out": r.held_tok, "test": r.test_tok}[split]
-                return FeatureDataset(arrs[split], np.asarray(ds["label"][:]), dtype, idx)
+                return FeatureDataset(arrs[split], column_numpy(ds, "label"), dtype, idx)
 
             ident = with_task(lambda b: b, name)
             loaders = {"train": DataLoader(fset("train"), batch_size=rc.train.batch_size, shuffle=True, generator=g,
@@ -563,8 +563,8 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
                        if r.test_tok is not None else None}
         else:
             def sorted_eval(ds: Any) -> Any:
-                return _model_inputs(ds.select(np.argsort(np.asarray(ds["length"][:]), kind="stable")))
-            lengths = [int(x) for x in r.train_tok["length"][:]]
+                return _model_inputs(ds.select(np.argsort(column_numpy(ds, "length"), kind="stable")))
+            lengths = column_numpy(r.train_tok, "length").tolist()
             sampler = LengthGroupedSampler(rc.train.batch_size, lengths=lengths, generator=g) \
                 if rc.train.group_by_length else torch.utils.data.RandomSampler(r.train_tok, generator=g)
             c = with_task(collate, name)
@@ -590,6 +590,7 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
                                                         rc.train, hp["epochs"])
     trained, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
     step_model = compiled_step_model(trained, rc.train.compile, strategy.uses_feature_cache, accelerator.print)
+    clip_params = clip_parameters(accelerator, trained)
     for r in runs.values():
         for k, dl in list(r.loaders.items()):
             if dl is not None:
@@ -675,7 +676,7 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
                 lambda loss, name=name: ModelError(f"training loss of task '{name}' at step {step}",
                                                    expected="a finite number", found=str(loss.item()),
                                                    fix="lower train.lr or check the labels"),
-                loss_weight=loss_w[name])
+                loss_weight=loss_w[name], clip_params=clip_params)
             run_loss[name][0] += out["loss"].detach().float().item()
             run_loss[name][1] += 1
             if accelerator.sync_gradients:

@@ -11,6 +11,7 @@ metrics) comes from Accelerate.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -31,9 +32,9 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import features as feats
 from .config import RecipeConfig
-from .data import PreparedData, prepare_data, tokenize
+from .data import PreparedData, column_numpy, prepare_data, tokenize
 from .errors import ConfigError, NLPTransferError
-from .loop import build_optimizer, compiled_step_model, training_step
+from .loop import build_optimizer, clip_parameters, compiled_step_model, training_step
 from .models import (DEFAULT_MODEL, TASKS, build_model, count_params, embedded_model_path, format_params,
                      weights_sha256)
 from .strategies import get_strategy, restore_trainable, snapshot_trainable, write_json
@@ -260,6 +261,10 @@ def train(cfg: RecipeConfig) -> TrainResult:
         train_tok = tok(data.train)
         held_tok = tok(data.held_out)
         test_tok = tok(data.test) if (cfg.eval.use_test and data.test) else None
+    # The untokenised splits are not needed any more: dropping them unmaps their Arrow files, so
+    # the pages of their text stop counting in this process's memory (1M rows: ~100 MB).
+    has_pair = data.has_pair
+    data = dataclasses.replace(data, train=None, held_out=None, test=None)
     # A fixed, seeded sample of train, scored with the same metrics as held-out.
     rng = np.random.default_rng(cfg.train.seed)
     n_sample = min(cfg.eval.train_sample_size, len(train_tok))
@@ -311,7 +316,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
 
         def feature_set(split: str, idx: np.ndarray | None = None) -> FeatureDataset:
             ds = {"train": train_tok, "held_out": held_tok, "test": test_tok}[split]
-            y = np.asarray(ds["label"][:])
+            y = column_numpy(ds, "label")
             return FeatureDataset(split_feats[split], y, label_dtype, idx)
 
         def to_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -327,9 +332,9 @@ def train(cfg: RecipeConfig) -> TrainResult:
     else:
         def sorted_eval(ds: Any) -> Any:
             # Evaluation order does not matter to the metrics: sort by length, pad little.
-            return _model_inputs(ds.select(np.argsort(np.asarray(ds["length"][:]), kind="stable")))
+            return _model_inputs(ds.select(np.argsort(column_numpy(ds, "length"), kind="stable")))
 
-        lengths = [int(x) for x in train_tok["length"][:]]
+        lengths = column_numpy(train_tok, "length").tolist()
         sampler = train_sampler(cfg, spec, train_tok, g)  # train.balanced_sampler
         if sampler is None:
             sampler = LengthGroupedSampler(cfg.train.batch_size, lengths=lengths, generator=g) \
@@ -351,6 +356,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
     if test_loader is not None:
         test_loader = accelerator.prepare(test_loader)
     step_model = compiled_step_model(trained, cfg.train.compile, strategy.uses_feature_cache, accelerator.print)
+    clip_params = clip_parameters(accelerator, trained)
 
     metric_names = list(cfg.eval.metrics or spec.default_metrics)
     best_metric = cfg.eval.metric_for_best or spec.metric_for_best
@@ -472,7 +478,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
                     torch.cuda.set_rng_state(rng["cuda"])
             for batch in batches:
                 out = training_step(accelerator, trained, step_model, batch, optimizer, scheduler,
-                                    cfg.train.max_grad_norm, nonfinite)
+                                    cfg.train.max_grad_norm, nonfinite, clip_params=clip_params)
                 loss = out["loss"]
                 running += loss.detach().float().item()
                 count += 1
@@ -563,7 +569,7 @@ def train(cfg: RecipeConfig) -> TrainResult:
         try:  # a failed write (full disk...) leaves no half-written folder behind
             meta = {"format_version": FORMAT_VERSION, "task": cfg.task, "strategy": strategy.name,
                     "base_model": _base_reference(resolved, cfg.model.name), "pooling": pooling,
-                    "max_length": cfg.model.max_length, "label_names": label_names, "text_pair": data.has_pair,
+                    "max_length": cfg.model.max_length, "label_names": label_names, "text_pair": has_pair,
                     "head": {"type": spec.head, "num_outputs": spec.num_outputs(num_labels), "dropout": cfg.model.head_dropout},
                     "trust_remote_code": cfg.model.trust_remote_code}
             meta.update(strategy.save(unwrapped, tmp))

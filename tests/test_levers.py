@@ -106,3 +106,22 @@ def test_tokenisation_is_cached_on_disk_for_file_datasets(tiny_model, tmp_path) 
     second = tokenize(ds, tok, 32)
     assert [c["filename"] for c in second.cache_files] == [c["filename"] for c in first.cache_files]
     assert second["input_ids"][:] == first["input_ids"][:]
+
+
+def test_column_numpy_reads_through_arrow_and_matches_the_lazy_column() -> None:
+    """Scalar columns are read with Arrow's take over the indices mapping (memory lever):
+    same values and order as ds[col][:], after select(), for ClassLabel, floats and empty splits;
+    list columns fall back to the row-wise path."""
+    from datasets import ClassLabel
+
+    from nlp_transfer.data import column_numpy
+    ds = Dataset.from_dict({"label": [3, 1, 2, 0, 5], "f": [0.5, 1.0, 2.0, 3.0, 4.0],
+                            "l": [[1, 0], [0, 1], [1, 1], [0, 0], [1, 0]]})
+    sub = ds.select([4, 2, 0])
+    for col in ("label", "f", "l"):
+        assert column_numpy(sub, col).tolist() == np.asarray(sub[col][:]).tolist(), col
+    assert column_numpy(sub, "label").tolist() == [5, 2, 3]
+    assert column_numpy(ds.select([]), "label").tolist() == []
+    cl = ds.cast_column("label", ClassLabel(num_classes=6)).select([1, 0])
+    assert column_numpy(cl, "label").tolist() == [1, 3]
+    assert column_numpy(ds.filter(lambda r: r["label"] > 1), "f").tolist() == [0.5, 2.0, 4.0]
