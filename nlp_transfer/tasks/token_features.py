@@ -78,7 +78,7 @@ def extract_token_features(model: Any, ds: Dataset, collate: Callable, batch_siz
     view = ds.select_columns(keep)
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, disable=not show, leave=False):
         idx = order[start:start + batch_size]
-        batch = collate([view[int(i)] for i in idx])
+        batch = collate(feats.batch_rows(view, idx))
         batch = {k: v.to(device) for k, v in batch.items() if k in keep}
         hidden = encode_tokens(model, batch).float().cpu().numpy()
         attn = batch["attention_mask"].cpu().numpy()
