@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .data import column_numpy
+from .data import MODEL_INPUTS, column_numpy
 from .models import TransferModel
 
 
@@ -86,7 +86,7 @@ def extract_features(model: TransferModel, ds: Dataset, collate: Any, batch_size
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, disable=not show, leave=False):
         idx = order[start:start + batch_size]
         batch = collate(batch_rows(view, idx))
-        batch = {k: v.to(device) for k, v in batch.items() if k in keep}
+        batch = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
         feats = model.encode(**batch)
         out[idx] = feats.float().cpu().numpy()
     if tmp is not None:

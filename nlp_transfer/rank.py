@@ -112,7 +112,7 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
 def _extract(encoder: torch.nn.Module, ds: Any, collate: Any, batch_size: int, device: torch.device,
              pooling: str, layers: Sequence[str]) -> dict[str, np.ndarray]:
     """One encoder pass over ``ds`` (length-sorted batches), every aggregation at once."""
-    from .data import column_numpy
+    from .data import MODEL_INPUTS, column_numpy
     from .features import batch_rows
     from .models import pool
 
@@ -126,7 +126,7 @@ def _extract(encoder: torch.nn.Module, ds: Any, collate: Any, batch_size: int, d
     want_all = "mean" in layers
     for start in range(0, len(ds), batch_size):
         idx = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(batch_rows(view, idx)).items() if k in keep}
+        batch = {k: v.to(device) for k, v in collate(batch_rows(view, idx)).items() if k in MODEL_INPUTS}
         res = encoder(**batch, output_hidden_states=want_all)
         mask = batch["attention_mask"]
         if "last" in layers:

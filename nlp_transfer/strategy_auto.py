@@ -85,6 +85,7 @@ def estimate_full_epoch_seconds(cfg: RecipeConfig, train_tok: Any, tokenizer: An
                                 device: torch.device, steps: int = TIMING_STEPS, seed: int = 0) -> dict[str, Any]:
     """Time ``steps`` full fine-tuning steps (after one warm-up) on random batches of the
     tokenised train split; return the per-step time and the estimate for one epoch."""
+    from .data import MODEL_INPUTS
     from .models import TASKS, build_model
 
     model, _, _ = build_model(cfg.model.name, cfg.task, num_labels, cfg.model.pooling, cfg.model.head_dropout,
@@ -102,7 +103,7 @@ def estimate_full_epoch_seconds(cfg: RecipeConfig, train_tok: Any, tokenizer: An
         idx = rng.choice(len(view), size=min(bs, len(view)), replace=False)
         rows = [view[int(j)] for j in idx]
         labels = torch.as_tensor([r.pop("label") for r in rows], dtype=label_dtype, device=device)
-        batch = {k: v.to(device) for k, v in collate(rows).items() if k in keep}
+        batch = {k: v.to(device) for k, v in collate(rows).items() if k in MODEL_INPUTS}
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()

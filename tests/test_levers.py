@@ -125,3 +125,27 @@ def test_column_numpy_reads_through_arrow_and_matches_the_lazy_column() -> None:
     cl = ds.cast_column("label", ClassLabel(num_classes=6)).select([1, 0])
     assert column_numpy(cl, "label").tolist() == [1, 3]
     assert column_numpy(ds.filter(lambda r: r["label"] > 1), "f").tolist() == [0.5, 2.0, 4.0]
+
+
+def test_single_texts_store_only_token_ids_and_features_match_full_masks(tiny_model) -> None:
+    """Lean tokenisation (memory lever): no stored attention_mask / token_type_ids for single
+    texts; the collator builds the mask per batch, so features equal a fully masked forward."""
+    from nlp_transfer.features import extract_features
+    from nlp_transfer.models import build_model
+    from nlp_transfer.recipe import _collator
+
+    tok = load_tokenizer(str(tiny_model))
+    texts = ["a short one", "a much longer sentence about markets and goals and chips", "mid size text"]
+    lean = tokenize(Dataset.from_dict({"text": texts, "label": [0, 1, 2]}), tok, 32)
+    assert set(lean.column_names) == {"input_ids", "label", "length"}
+    pairs = tokenize(Dataset.from_dict({"text": texts, "text_pair": texts[::-1], "label": [0, 1, 2]}), tok, 32)
+    assert "token_type_ids" in pairs.column_names or "token_type_ids" not in tok.model_input_names
+
+    model, _, _ = build_model(str(tiny_model), "sequence_classification", 3, "mean", 0.0, None, False,
+                              strategy="frozen")
+    model.eval()
+    got = extract_features(model, lean, _collator(tok), 2, torch.device("cpu"))
+    enc = tok(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        want = model.encode(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).numpy()
+    assert np.allclose(got, want, atol=1e-5)

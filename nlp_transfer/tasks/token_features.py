@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import features as feats
+from ..data import MODEL_INPUTS
 
 IGNORE_INDEX = -100
 
@@ -79,7 +80,7 @@ def extract_token_features(model: Any, ds: Dataset, collate: Callable, batch_siz
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, disable=not show, leave=False):
         idx = order[start:start + batch_size]
         batch = collate(feats.batch_rows(view, idx))
-        batch = {k: v.to(device) for k, v in batch.items() if k in keep}
+        batch = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
         hidden = encode_tokens(model, batch).float().cpu().numpy()
         attn = batch["attention_mask"].cpu().numpy()
         for b, i in enumerate(idx):
