@@ -367,7 +367,8 @@ def prepare_inputs(work: Path, cfg: dict[str, Any]) -> tuple[str, str]:
 
 
 def case_train(work: Path, cfg: dict[str, Any], strategies: Sequence[str], repeats: int, in_process: bool,
-               log: Any = print, count_flops_for: Sequence[str] = ("full",)) -> dict[str, Any]:
+               log: Any = print, count_flops_for: Sequence[str] = ("full",),
+               record: Path | None = None) -> dict[str, Any]:
     """Ours vs Trainer (random) vs Trainer (group_by_length) per strategy, interleaved per repeat."""
     data_dir, model_path = prepare_inputs(work, cfg)
     base = {"data_dir": data_dir, "model_path": model_path, "epochs": cfg["epochs"], "seed": SEED}
@@ -389,6 +390,10 @@ def case_train(work: Path, cfg: dict[str, Any], strategies: Sequence[str], repea
                 res = run_worker({**base, **job, "count_flops": flops}, in_process)
                 res["loadavg_1m"] = round(load0, 2)
                 runs[s].setdefault(side, []).append(res)
+                if record is not None:  # every finished run, at once: an interrupted invocation keeps them
+                    with record.open("a") as f:
+                        f.write(json.dumps({"strategy": s, "side": side, "repeat": r, **res},
+                                           default=common._json_default) + "\n")
                 log(f"  [{r + 1}/{repeats}] {s:8s} {side:12s} wall {res['wall_s']:8.1f} s  train "
                     f"{res['train_samples_per_s']:8.1f} samples/s  dev acc {res['dev_accuracy']:.4f}  "
                     f"(load {load0:.2f})")
@@ -699,7 +704,9 @@ def main(argv: list[str] | None = None) -> int:
                 peaks.append(matmul_peak_flops())
             strategies_run = strategies if "train" in cases else ["full"]
             print(f"== train: {', '.join(strategies_run)} ({cfg['train_size']} rows, {cfg['epochs']} epochs)", flush=True)
-            results["train"] = case_train(work, cfg, strategies_run, args.repeats, args.in_process)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            results["train"] = case_train(work, cfg, strategies_run, args.repeats, args.in_process,
+                                          record=out_dir / "runs.jsonl")
             if "efficiency" in cases:
                 peaks.append(matmul_peak_flops())
                 results["efficiency"] = case_efficiency(results["train"], peaks)
