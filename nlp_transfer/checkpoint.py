@@ -42,16 +42,15 @@ def _manifest(folder: Path) -> dict[str, int]:
 def is_complete(folder: Path) -> bool:
     """A checkpoint is complete when its manifest exists and every file matches its size."""
     m = folder / "manifest.json"
-    if not m.is_file():
-        return False
     try:
         listed = json.loads(m.read_text())["files"]
-    except (ValueError, KeyError):
+        for rel, size in listed.items():
+            if (folder / rel).stat().st_size != size:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        # Missing or malformed manifest, a missing file - or the folder vanishing while we read
+        # it (another process pruning, seen as a flaky FileNotFoundError in CI): incomplete.
         return False
-    for rel, size in listed.items():
-        p = folder / rel
-        if not p.is_file() or p.stat().st_size != size:
-            return False
     return True
 
 

@@ -143,3 +143,23 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(tiny_model, data_csv, tmp_
     with pytest.raises(NLPTransferError, match=r"training loss at step \d+: expected a finite number.*last good checkpoint"):
         train(Recipe(**kw))
     assert not (tmp_path / "nan" / "metrics.json").exists()
+
+
+def test_is_complete_survives_a_checkpoint_pruned_while_it_is_read(tmp_path, monkeypatch):
+    """A reader (resume, a monitoring script) racing the trainer's prune sees 'incomplete',
+    never a FileNotFoundError (CI once failed that way while polling a live run)."""
+    d = tmp_path / "checkpoints" / "step-3"
+    d.mkdir(parents=True)
+    (d / "a.bin").write_bytes(b"1234")
+    (d / "manifest.json").write_text(json.dumps({"step": 3, "files": {"a.bin": 4}}))
+    assert ckpt.is_complete(d)
+    real_read = Path.read_text
+
+    def vanish(self, *a, **k):  # the folder is pruned between the existence check and the read
+        if self.name == "manifest.json":
+            import shutil
+            shutil.rmtree(self.parent)
+        return real_read(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", vanish)
+    assert ckpt.is_complete(d) is False
