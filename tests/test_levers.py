@@ -36,10 +36,15 @@ def test_compile_trains_the_same_model_and_saves_plain_names(tiny_model, toy_csv
     import torch._inductor.config as inductor_config
     kw = dict(train={"epochs": 1, "max_steps": 4})
     eager = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "eager", strategy, **kw)))
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
     with inductor_config.patch(fallback_random=True):
         comp = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "comp", strategy,
                                             train={"epochs": 1, "max_steps": 4, "compile": True})))
     assert comp.config.train.compile is True
+    assert counters["stats"]["unique_graphs"] >= 1, "train.compile=true must actually compile the step"
     a, b = _saved_tensors(eager.output_dir), _saved_tensors(comp.output_dir)
     assert a.keys() == b.keys(), "compile must not rename saved tensors"
     assert not any("_orig_mod" in k for k in b)
@@ -83,12 +88,21 @@ def test_num_proc_must_be_positive(tiny_model, toy_csv, tmp_path) -> None:
     assert "data.num_proc" in str(e.value)
 
 
-def test_tokenize_with_two_processes_gives_the_same_rows(tiny_model) -> None:
+def test_tokenize_with_two_processes_gives_the_same_rows(tiny_model, monkeypatch) -> None:
     tok = load_tokenizer(str(tiny_model))
     texts = [f"sentence number {i} " + "word " * (i % 17) for i in range(300)]
     ds = Dataset.from_dict({"text": texts, "label": [i % 3 for i in range(300)]})
+    seen: list = []
+    real_map = Dataset.map
+
+    def spy(self, *a, **k):
+        seen.append(k.get("num_proc"))
+        return real_map(self, *a, **k)
+
+    monkeypatch.setattr(Dataset, "map", spy)
     one = tokenize(ds, tok, 32, num_proc=1)
     two = tokenize(ds, tok, 32, num_proc=2)
+    assert seen[:2] == [None, 2], "data.num_proc must reach datasets.map"
     assert one.column_names == two.column_names
     for col in one.column_names:
         assert one[col][:] == two[col][:], col
