@@ -29,7 +29,6 @@ How it trains:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -791,42 +790,26 @@ def train_multitask(cfg: MultiTaskConfig) -> Any:
 
 # --------------------------------------------------------------------------- load / predict
 
-def load_multitask_model(path: str | Path, device: str | torch.device | None = None, allow_pickle: bool = False
-                         ) -> tuple[MultiTaskModel, Any, dict[str, Any], Path]:
-    """Rebuild the trained multi-task model (LoRA merged), its tokenizer and metadata."""
-    from safetensors.torch import load_file
-
+def load_multitask_model(path: str | Path, device: str | torch.device | None = None, allow_pickle: bool = False,
+                         trust_remote_code: bool = False) -> tuple[MultiTaskModel, Any, dict[str, Any], Path]:
+    """Rebuild the trained multi-task model (LoRA merged), its tokenizer and metadata, with the
+    same safety checks as :func:`nlp_transfer.predict.load_model`."""
     from .models import HEADS, load_encoder, load_tokenizer
-    from .predict import _base_path, resolve_output
+    from .predict import _attach_trained_weights, _device, _encoder_source, _read_checked_meta, resolve_output
 
     out = resolve_output(path)
-    meta = json.loads((out / "nlp_transfer.json").read_text())
+    meta, remote = _read_checked_meta(out, allow_pickle, trust_remote_code)
     if meta.get("task") != "multi_task":
         raise ModelError(f"folder {out}", expected="a multi-task output folder", found=f"task={meta.get('task')}",
                          fix="use nlp_transfer.load() for single-task folders")
-    if not allow_pickle:
-        pickles = [p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
-        if pickles:
-            raise ModelError(f"weights in {out}", expected="safetensors files only", found=f"pickle-based files {pickles}",
-                             fix="re-save as safetensors, or pass allow_pickle=True if you trust the source")
-    remote = bool(meta.get("trust_remote_code", False))
-    strategy = meta["strategy"]
-    encoder = load_encoder(str(out) if strategy in ("full", "partial") else _base_path(meta), trust_remote_code=remote)
+    encoder = load_encoder(_encoder_source(meta) or str(out), trust_remote_code=remote, allow_pickle=allow_pickle)
     h = meta["head"]
     heads = {n: HEADS[spec["type"]](encoder.config.hidden_size, spec["num_outputs"], h.get("dropout", 0.0))
              for n, spec in h["heads"].items()}
     model = MultiTaskModel(encoder, MultiHead(heads), meta["pooling"], {n: t["task"] for n, t in meta["tasks"].items()})
-    if strategy == "lora":
-        from peft import PeftModel
-        if not (out / "adapter_model.safetensors").is_file():
-            raise ModelError(f"adapter in {out}", expected="adapter_model.safetensors", found="no such file",
-                             fix="re-run training; pickle adapters are not loaded")
-        model = PeftModel.from_pretrained(model, str(out)).merge_and_unload()
-    else:
-        model.head.load_state_dict(load_file(str(out / "head.safetensors")))
-    tokenizer = load_tokenizer(str(out))
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(dev).eval()
+    model = _attach_trained_weights(model, out, meta)
+    tokenizer = load_tokenizer(str(out), trust_remote_code=remote)
+    model.to(_device(device)).eval()
     return model, tokenizer, meta, out
 
 
@@ -858,9 +841,10 @@ class MultiTaskPredictor:
         return [{n: answers[n][i] for n in answers} for i in range(len(texts))]
 
 
-def load_multitask(path: str | Path, device: str | None = None, allow_pickle: bool = False) -> MultiTaskPredictor:
+def load_multitask(path: str | Path, device: str | None = None, allow_pickle: bool = False,
+                   trust_remote_code: bool = False) -> MultiTaskPredictor:
     """A multi-task output folder as a :class:`MultiTaskPredictor`."""
-    return MultiTaskPredictor(*load_multitask_model(path, device, allow_pickle))
+    return MultiTaskPredictor(*load_multitask_model(path, device, allow_pickle, trust_remote_code))
 
 
 def compare_with_single_task(cfg: MultiTaskConfig) -> dict[str, Any]:

@@ -72,6 +72,43 @@ def _refuse_remote_code(meta: dict[str, Any], out: Path, trust_remote_code: bool
                          fix="review that code, then pass trust_remote_code=True (CLI: --trust-remote-code)")
 
 
+def _read_checked_meta(out: Path, allow_pickle: bool, trust_remote_code: bool) -> tuple[dict[str, Any], bool]:
+    """``nlp_transfer.json`` of an output folder, after the safety checks every loader applies:
+    pickle files refused unless ``allow_pickle``, remote code only if the *caller* allows it.
+    Returns ``(meta, remote)``, ``remote`` being what to pass as ``trust_remote_code``."""
+    meta = json.loads((out / "nlp_transfer.json").read_text())
+    if not allow_pickle:
+        pickles = [p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+        if pickles:
+            raise ModelError(f"weights in {out}", expected="safetensors files only",
+                             found=f"pickle-based files {pickles}",
+                             fix="re-save as safetensors, or pass allow_pickle=True if you trust the source")
+    _refuse_remote_code(meta, out, trust_remote_code)
+    return meta, bool(meta.get("trust_remote_code", False)) and trust_remote_code
+
+
+def _encoder_source(meta: dict[str, Any]) -> str | None:
+    """Where the encoder weights are: this folder (full, partial, merged) or the base model."""
+    return None if meta["strategy"] in ("full", "partial") or meta.get("merged") else _base_path(meta)
+
+
+def _attach_trained_weights(model: torch.nn.Module, out: Path, meta: dict[str, Any]) -> torch.nn.Module:
+    """Load what training saved on top of the rebuilt model: the LoRA adapter (merged, with the
+    head it carries in modules_to_save) or the head weights."""
+    if meta["strategy"] == "lora" and not meta.get("merged"):
+        from peft import PeftModel
+        if not (out / "adapter_model.safetensors").is_file():
+            raise ModelError(f"adapter in {out}", expected="adapter_model.safetensors", found="no such file",
+                             fix="re-run training; pickle adapters are not loaded")
+        return PeftModel.from_pretrained(model, str(out)).merge_and_unload()
+    model.head.load_state_dict(load_file(str(out / "head.safetensors")))
+    return model
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_model(path_or_repo: str | Path, device: str | torch.device | None = None, allow_pickle: bool = False,
                revision: str | None = None, trust_remote_code: bool = False
                ) -> tuple[TransferModel, Any, dict[str, Any], Path]:
@@ -82,34 +119,13 @@ def load_model(path_or_repo: str | Path, device: str | torch.device | None = Non
     from transformers import AutoTokenizer
 
     out = resolve_output(path_or_repo, revision)
-    meta = json.loads((out / "nlp_transfer.json").read_text())
-    if not allow_pickle:
-        pickles = [p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
-        if pickles:
-            raise ModelError(f"weights in {out}", expected="safetensors files only",
-                             found=f"pickle-based files {pickles}",
-                             fix="re-save as safetensors, or pass allow_pickle=True if you trust the source")
-    strategy = meta["strategy"]
-    _refuse_remote_code(meta, out, trust_remote_code)
-    remote = bool(meta.get("trust_remote_code", False)) and trust_remote_code
-    if strategy in ("full", "partial") or meta.get("merged"):  # merged: encoder weights stored here
-        encoder = load_encoder(str(out), trust_remote_code=remote, allow_pickle=allow_pickle)
-    else:
-        encoder = load_encoder(_base_path(meta), trust_remote_code=remote, allow_pickle=allow_pickle)
+    meta, remote = _read_checked_meta(out, allow_pickle, trust_remote_code)
+    encoder = load_encoder(_encoder_source(meta) or str(out), trust_remote_code=remote, allow_pickle=allow_pickle)
     h = meta["head"]
     head = HEADS[h["type"]](encoder.config.hidden_size, h["num_outputs"], h.get("dropout", 0.0))
-    model = TransferModel(encoder, head, meta["pooling"], meta["task"])
-    if strategy == "lora" and not meta.get("merged"):
-        from peft import PeftModel
-        if not (out / "adapter_model.safetensors").is_file():
-            raise ModelError(f"adapter in {out}", expected="adapter_model.safetensors", found="no such file",
-                             fix="re-run training; pickle adapters are not loaded")
-        model = PeftModel.from_pretrained(model, str(out)).merge_and_unload()
-    else:
-        model.head.load_state_dict(load_file(str(out / "head.safetensors")))
+    model = _attach_trained_weights(TransferModel(encoder, head, meta["pooling"], meta["task"]), out, meta)
     tokenizer = AutoTokenizer.from_pretrained(str(out), trust_remote_code=remote)
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(dev).eval()
+    model.to(_device(device)).eval()
     return model, tokenizer, meta, out
 
 
@@ -170,7 +186,7 @@ def load(path_or_repo: str | Path, device: str | None = None, allow_pickle: bool
     _refuse_remote_code(meta, out, trust_remote_code)
     if meta.get("task") == "multi_task":
         from .multitask import load_multitask
-        return load_multitask(out, device=device, allow_pickle=allow_pickle)
+        return load_multitask(out, device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     return Predictor(*load_model(out, device, allow_pickle, revision, trust_remote_code))
 
 

@@ -25,6 +25,28 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def blind_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with every word embedding replaced by the same vector: its features depend
+    only on length and position, so they carry no topic information (known answer for
+    rank-models and strategy=auto: near chance, ranked below the original)."""
+    import shutil
+
+    import torch
+    from transformers import BertModel
+
+    out = tmp_path_factory.mktemp("blind")
+    model = BertModel.from_pretrained(tiny_model)
+    with torch.no_grad():
+        w = model.embeddings.word_embeddings.weight
+        w[:] = w[0].clone()
+    model.save_pretrained(out)
+    for f in tiny_model.iterdir():
+        if f.name.startswith(("vocab", "tokenizer", "special")):
+            shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture(scope="session")
 def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """150 rows, 3 balanced topics a small model can learn."""
     return write_csv(tmp_path_factory.mktemp("toy") / "train.csv", make_rows(150))

@@ -162,6 +162,17 @@ def test_save_load_identical_predictions(tiny_model, task_data, tmp_path, strate
     if strategy in ("frozen", "full", "partial"):
         heads = load_file(str(r.output_dir / "head.safetensors"))
         assert {k.split(".")[1] for k in heads} == {"topic", "ner"}
+    if strategy == "frozen":  # same safety checks as single-task folders, even called directly
+        from nlp_transfer.multitask import load_multitask
+        meta_path = r.output_dir / "nlp_transfer.json"
+        meta = json.loads(meta_path.read_text())
+        meta_path.write_text(json.dumps({**meta, "trust_remote_code": True}))
+        with pytest.raises(ModelError, match="needs custom code"):
+            load_multitask(r.output_dir)
+        meta_path.write_text(json.dumps(meta))
+        (r.output_dir / "extra.bin").write_bytes(b"not a pickle")
+        with pytest.raises(ModelError, match="safetensors files only"):
+            load_multitask(r.output_dir)
 
 
 def test_early_stopping_on_the_combination(tiny_model, task_data, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +15,6 @@ from nlp_transfer.cli import main
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError, ModelError
 from nlp_transfer.rank import extract_layer_features, rank_models, recommend_model, stratified_indices
-
-
-@pytest.fixture(scope="module")
-def blind_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny BERT with every word embedding replaced by the same vector: its features
-    depend only on length and position, so they carry no topic information (known answer:
-    it must rank below the original)."""
-    from transformers import BertModel
-
-    out = tmp_path_factory.mktemp("blind")
-    model = BertModel.from_pretrained(tiny_model)
-    with torch.no_grad():
-        w = model.embeddings.word_embeddings.weight
-        w[:] = w[0].clone()
-    model.save_pretrained(out)
-    for f in tiny_model.iterdir():
-        if f.name.startswith(("vocab", "tokenizer", "special")):
-            shutil.copy(f, out / f.name)
-    return out
 
 
 def test_informative_model_outranks_blind_copy(tiny_model: Path, blind_model: Path, toy_csv: Path) -> None:

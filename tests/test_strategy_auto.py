@@ -3,34 +3,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import recipe_kwargs
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.strategy_auto import device_info, measure_signals, resolve_auto
 from toy import make_rows, write_csv
-
-
-@pytest.fixture(scope="module")
-def blind_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny BERT whose word embeddings are all equal: frozen features near chance."""
-    from transformers import BertModel
-
-    out = tmp_path_factory.mktemp("blind_auto")
-    model = BertModel.from_pretrained(tiny_model)
-    with torch.no_grad():
-        w = model.embeddings.word_embeddings.weight
-        w[:] = w[0].clone()
-    model.save_pretrained(out)
-    for f in tiny_model.iterdir():
-        if f.name.startswith(("vocab", "tokenizer", "special")):
-            shutil.copy(f, out / f.name)
-    return out
 
 
 @pytest.fixture(scope="module")
