@@ -117,8 +117,12 @@ def test_tokenisation_is_cached_on_disk_for_file_datasets(tiny_model, tmp_path) 
     tok = load_tokenizer(str(tiny_model))
     first = tokenize(ds, tok, 32)
     assert first.cache_files, "expected an on-disk Arrow cache for a file-backed dataset"
+    files = [Path(c["filename"]) for c in first.cache_files]
+    stamps = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]
     second = tokenize(ds, tok, 32)
-    assert [c["filename"] for c in second.cache_files] == [c["filename"] for c in first.cache_files]
+    assert [Path(c["filename"]) for c in second.cache_files] == files
+    # read back, not recomputed: a recomputation rewrites the file (new inode or mtime)
+    assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files] == stamps
     assert second["input_ids"][:] == first["input_ids"][:]
 
 
