@@ -152,7 +152,7 @@ def extract_layer_features(model_name: str, ds: Any, layers: Sequence[str], max_
     from .data import tokenize
     from .features import token_fingerprint
     from .models import build_model, count_params, weights_sha256
-    from .recipe import _collator
+    from .training.evaluate import default_collator
 
     t0 = time.perf_counter()
     model, resolved, pooling = build_model(model_name, "sequence_classification", num_labels, pooling,
@@ -188,7 +188,7 @@ def extract_layer_features(model_name: str, ds: Any, layers: Sequence[str], max_
     if missing:
         dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         encoder.to(dev)
-        new = _extract(encoder, tok, _collator(tokenizer), batch_size, dev, pooling, missing)
+        new = _extract(encoder, tok, default_collator(tokenizer), batch_size, dev, pooling, missing)
         for agg, arr in new.items():
             feats[agg] = arr
             if paths[agg] is not None:

@@ -150,7 +150,7 @@ def test_single_texts_store_only_token_ids_and_features_match_full_masks(tiny_mo
     texts; the collator builds the mask per batch, so features equal a fully masked forward."""
     from nlp_transfer.features import extract_features
     from nlp_transfer.models import build_model
-    from nlp_transfer.recipe import _collator
+    from nlp_transfer.training.evaluate import default_collator
 
     tok = load_tokenizer(str(tiny_model))
     texts = ["a short one", "a much longer sentence about markets and goals and chips", "mid size text"]
@@ -162,7 +162,7 @@ def test_single_texts_store_only_token_ids_and_features_match_full_masks(tiny_mo
     model, _, _ = build_model(str(tiny_model), "sequence_classification", 3, "mean", 0.0, None, False,
                               strategy="frozen")
     model.eval()
-    got = extract_features(model, lean, _collator(tok), 2, torch.device("cpu"))
+    got = extract_features(model, lean, default_collator(tok), 2, torch.device("cpu"))
     enc = tok(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
     with torch.no_grad():
         want = model.encode(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).numpy()

@@ -1,0 +1,426 @@
+"""The engine: one training loop for one task or many.
+
+plan -> accelerator -> data (per task) -> model + strategy -> loaders -> optimizer ->
+loop (each step draws a task; held-out and train-sample evaluation, early stopping,
+checkpoints, resume, SIGTERM) -> best weights -> final passes -> atomic save.
+
+A single-task recipe is a one-task plan: the same loop, the same checkpoints, the same
+resume; only the layout of its output folder and of its printout differ.
+
+Why hand-written rather than ``transformers.Trainer``: Trainer cannot train a head on
+cached frozen features, evaluates the train split only as a separate full pass, and
+saves the last rather than the best adapter+head without extra callbacks. Everything
+distributed (DDP/FSDP/DeepSpeed, mixed precision, gradient accumulation, exact gathered
+metrics) comes from Accelerate.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import checkpoint as ckpt
+from ..errors import ConfigError, NLPTransferError
+from ..loop import build_optimizer, clip_parameters, compiled_step_model, training_step
+from ..models import (HEADS, TASKS, build_model, count_params, declared_pooling, format_params, load_encoder,
+                      load_tokenizer, resolve_model)
+from ..multitask_model import MultiHead, MultiTaskModel
+from ..strategies import get_strategy, restore_trainable, snapshot_trainable
+from .evaluate import evaluate
+from .finish import finish_run
+from .output import base_reference, prepare_output_dir
+from .result import RunResult
+from .runs import RunPlan, TaskRun, build_loaders, prepare_task_data, tokenize_run
+from .sampling import combine_scores, task_probabilities, task_schedule
+
+
+class Engine:
+    """Runs one :class:`RunPlan`. Each stage is a method, called in order by :meth:`run`."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan, self.cfg = plan, plan.base
+        self.runs: dict[str, TaskRun] = {}
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"value": -math.inf, "epoch": 0, "step": 0, "weights": None, "scores": None,
+                                     "record": None}
+        self.step = self.bad_evals = 0
+        self.stopped_early = False
+        self.timing = {"eval_s": 0.0}  # phase times for metrics.json (read by benchmarks/run.py)
+        self.resumed_from: str | None = None
+
+    # ------------------------------------------------------------------ stages
+    def run(self) -> RunResult:
+        self.t0 = time.time()
+        self.setup()
+        self.prepare_data()
+        self.build_model()
+        self.prepare_loaders()
+        self.prepare_optimization()
+        start_epoch, skip = self.resume()
+        self.loop(start_epoch, skip)
+        return finish_run(self)  # the best weights, final passes, metrics and the saved folder
+
+    def setup(self) -> None:
+        """Accelerator (global batch split over processes), seed, output folder."""
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, set_seed
+
+        import datasets
+        import transformers
+
+        cfg = self.cfg
+        # Our own bars cover data, features, training and evaluation; library bars are noise.
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        self.hp = cfg.resolved_train()
+        self.out_dir = Path(cfg.output.dir)
+        self.report_to = [r for r in cfg.output.report_to if r and r != "none"]
+        # Under torchrun without GPUs Accelerate only forms a gloo process group when told
+        # it is on CPU; otherwise each process would silently train alone.
+        cpu_ddp = os.environ.get("LOCAL_RANK") is not None and not torch.cuda.is_available()
+        self.accelerator = acc = Accelerator(
+            cpu=cpu_ddp,
+            # The configured batch is the *global* batch, identical on 1 or N processes. It must go
+            # through DataLoaderConfiguration: accelerate 1.15 accepts ``split_batches=`` but ignores it.
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+            mixed_precision=None if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision,
+            log_with=self.report_to or None, project_dir=str(self.out_dir / "logs"))
+        self.main = acc.is_main_process
+        self.show = self.main and cfg.output.progress_bars
+        if acc.num_processes > 1 and cfg.train.batch_size % acc.num_processes:
+            raise ConfigError("train.batch_size", expected=f"a multiple of the {acc.num_processes} processes",
+                              found=str(cfg.train.batch_size), fix="pick a batch size divisible by the process count")
+        if self.plan.multi and (cfg.train.class_weights not in (None, "none") or cfg.train.balanced_sampler):
+            raise ConfigError("train.class_weights / train.balanced_sampler", expected="unset in a multi-task recipe",
+                              found="set", fix="remove them (they apply to single-task recipes)")
+        set_seed(cfg.train.seed)
+        if self.main:
+            prepare_output_dir(self.out_dir, cfg.output.overwrite or bool(cfg.output.resume))
+        acc.wait_for_everyone()
+
+    def prepare_data(self) -> None:
+        with self.accelerator.main_process_first():
+            for i, (name, entry) in enumerate(self.plan.tasks.items()):
+                data = prepare_task_data(entry)
+                self.runs[name] = TaskRun(name, entry, TASKS[entry.task], data, i, data.label_names)
+
+    def build_model(self) -> None:
+        """The encoder with one head (single-task layout) or a head per task; the tokenizer."""
+        cfg, m = self.cfg, self.cfg.model
+        if not self.plan.multi:
+            (r,) = self.runs.values()
+            self.model, self.resolved, self.pooling = build_model(
+                m.name, r.entry.task, r.num_labels, m.pooling, m.head_dropout, m.revision, m.trust_remote_code,
+                strategy=cfg.strategy.name, label_names=r.label_names)
+        else:
+            self.resolved = resolve_model(m.name)
+            encoder = load_encoder(self.resolved, m.revision, m.trust_remote_code)
+            self.pooling = m.pooling if m.pooling != "auto" else \
+                declared_pooling(self.resolved) or ("mean" if cfg.strategy.name == "frozen" else "cls")
+            heads = {n: HEADS[r.spec.head](encoder.config.hidden_size, r.spec.num_outputs(r.num_labels),
+                                           m.head_dropout) for n, r in self.runs.items()}
+            self.model = MultiTaskModel(encoder, MultiHead(heads), self.pooling,
+                                        {n: r.entry.task for n, r in self.runs.items()})
+        # load_tokenizer refuses a folder without tokenizer files (no silent empty vocabulary).
+        self.tokenizer = load_tokenizer(self.resolved, revision=m.revision, trust_remote_code=m.trust_remote_code)
+        limit = getattr(self.model.encoder.config, "max_position_embeddings", None)
+        if limit and m.max_length > limit:
+            raise ConfigError("model.max_length", expected=f"<= {limit} (the model's position limit)",
+                              found=str(m.max_length), fix=f"pass model.max_length={min(limit, 512)}")
+        self.base_ref = base_reference(self.resolved, m.name)
+
+    def prepare_loaders(self) -> None:
+        """Tokenise, apply the strategy (trainability is decided there, and only there), loaders."""
+        cfg, acc = self.cfg, self.accelerator
+        rng = np.random.default_rng(cfg.train.seed)
+        with acc.main_process_first():
+            for r in self.runs.values():
+                tokenize_run(r, self.tokenizer, cfg, rng)
+        self.strategy = get_strategy(cfg.strategy)
+        self.trained = self.strategy.apply(self.model)
+        self.trainable, self.total = count_params(self.trained)
+        what = f"multi-task {list(self.runs)} " if self.plan.multi else ""
+        acc.print(f"[nlp_transfer] {what}strategy={self.strategy.name} pooling={self.pooling} "
+                  f"{format_params(self.trainable, self.total)}")
+        self.class_weights = None
+        if not self.plan.multi:  # per-class loss weights (tasks/imbalance.py); refused for multi-task
+            from ..tasks.imbalance import apply_class_weights
+            (r,) = self.runs.values()
+            self.class_weights = apply_class_weights(self.model, r.spec, cfg.train.class_weights, r.train_tok,
+                                                     r.label_names)
+            if self.class_weights:
+                acc.print(f"[nlp_transfer] class weights {self.class_weights}")
+        key = {"model_id": self.resolved, "revision": cfg.model.revision, "weights_sha": self.base_ref["sha256"],
+               "pooling": self.pooling, "max_length": cfg.model.max_length}
+        for r in self.runs.values():
+            r.loaders = build_loaders(r, self.model, self.tokenizer, cfg, self.strategy, acc, key,
+                                      r.name if self.plan.multi else None, self.show)
+            r.choose_metrics()
+
+    def prepare_optimization(self) -> None:
+        cfg, acc, hp = self.cfg, self.accelerator, self.hp
+        groups = self.strategy.param_groups(self.trained, hp["lr"], hp["head_lr"], cfg.train.weight_decay)
+        self.batches = {n: len(r.loaders["train"]) for n, r in self.runs.items()}
+        self.steps_in_epoch = sum(self.batches.values())
+        optimizer, scheduler, self.total_steps = build_optimizer(groups, hp["head_lr"], acc.device,
+                                                                 self.steps_in_epoch, cfg.train, hp["epochs"])
+        self.trained, self.optimizer, self.scheduler = acc.prepare(self.trained, optimizer, scheduler)
+        for r in self.runs.values():
+            r.loaders = {k: (acc.prepare(dl) if dl is not None else None) for k, dl in r.loaders.items()}
+        self.step_model = compiled_step_model(self.trained, cfg.train.compile, self.strategy.uses_feature_cache,
+                                              acc.print)
+        self.clip_params = clip_parameters(acc, self.trained)
+        s = self.plan.sampling
+        self.probs = task_probabilities(self.batches, s.sampling, s.temperature)
+        if self.plan.multi:
+            acc.print(f"[nlp_transfer] task sampling ({s.sampling}): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in self.probs.items()))
+        if self.report_to:
+            flat = {f"{sec}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
+                    for sec, d in cfg.to_dict().items() if isinstance(d, dict) for k, v in d.items()}
+            if self.plan.multi:
+                flat["tasks"] = ",".join(self.runs)
+            acc.init_trackers("nlp_transfer", config=flat)
+
+    # ------------------------------------------------------------------ data position
+    def start_pass(self, r: TaskRun, skip: int = 0, resuming: bool = False) -> None:
+        """A new pass over a task's training data, shuffled by a generator seeded from the pass
+        number: the same order on every process and after a resume."""
+        if not resuming:
+            r.pass_no += 1
+        r.generator.manual_seed(self.cfg.train.seed + 1000 * r.index + r.pass_no)
+        loader = r.loaders["train"]
+        if skip:
+            loader = self.accelerator.skip_first_batches(loader, skip)
+        r.iterator, r.consumed = iter(loader), skip
+
+    def next_batch(self, r: TaskRun) -> dict[str, Any]:
+        if r.peeked is not None:
+            batch, r.peeked = r.peeked, None
+        else:
+            if r.iterator is None:
+                self.start_pass(r)
+            batch = next(r.iterator)
+        r.consumed += 1
+        if r.consumed >= self.batches[r.name]:
+            next(r.iterator, None)  # finish the pass now, as a for-loop would, so Accelerate closes it
+            r.iterator = None
+        return batch
+
+    # ------------------------------------------------------------------ resume / checkpoint
+    def resume(self) -> tuple[int, int]:
+        """Restore weights, optimizer, scheduler, RNG and data position from a checkpoint (if any).
+        Returns (first epoch, batches of it already consumed)."""
+        acc, cfg = self.accelerator, self.cfg
+        acc.register_save_state_pre_hook(ckpt.trainable_only_hook)
+        resume_from = ckpt.resolve_resume(self.out_dir, cfg.output.resume)
+        if resume_from is None:
+            return 1, 0
+        state, best_weights = ckpt.load_checkpoint(acc, resume_from)
+        diffs = ckpt.config_diff(state["config"], self.plan.source.to_dict())
+        if diffs and not cfg.output.force_resume:
+            raise ConfigError(f"resuming from {resume_from}", expected="the same config as the interrupted run",
+                              found="differences in " + "; ".join(diffs),
+                              fix="restore those values, or pass output.force_resume=true")
+        self.step, self.history, self.bad_evals = state["step"], state["history"], state["bad_evals"]
+        self.best.update({k: state["best"][k] for k in ("value", "epoch", "step", "scores", "record")},
+                         weights=best_weights)
+        for n, pos in state["tasks"].items():
+            r = self.runs[n]
+            r.pass_no, r.running, r.gap_warned = pos["pass_no"], list(pos["running"]), pos["gap_warned"]
+            if pos["live"] and state["batch_in_epoch"]:
+                # Start the iterator (and fetch one batch) *before* restoring the RNG: building a
+                # DataLoader iterator draws a base seed from the global RNG, which the uninterrupted
+                # run did before the checkpoint was taken.
+                self.start_pass(r, skip=pos["consumed"], resuming=True)
+                r.peeked = next(r.iterator)
+        if state["batch_in_epoch"]:
+            rng = torch.load(Path(resume_from) / f"loop_rng_{acc.process_index}.pt", weights_only=True)
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"])
+        self.resumed_from = str(resume_from)
+        acc.print(f"[nlp_transfer] resumed from {resume_from} (epoch {state['epoch']}, step {self.step})")
+        return state["epoch"], state["batch_in_epoch"]
+
+    def checkpoint(self, epoch: int, batch_in_epoch: int) -> Path:
+        state = {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": self.step, "bad_evals": self.bad_evals,
+                 "history": self.history, "tasks": {n: r.position() for n, r in self.runs.items()},
+                 "best": {k: self.best[k] for k in ("value", "epoch", "step", "scores", "record")},
+                 "config": self.plan.source.to_dict()}
+        return ckpt.save_checkpoint(self.accelerator, self.out_dir, self.step, state, self.best["weights"],
+                                    self.cfg.output.keep_last_n, self.best["step"])
+
+    # ------------------------------------------------------------------ the loop
+    def train_mode(self) -> None:
+        self.trained.train()
+        if self.strategy.uses_feature_cache:
+            self.accelerator.unwrap_model(self.trained).encoder.eval()  # frozen encoder: no dropout, no stats
+
+    def nonfinite(self, name: str) -> Any:
+        def error(loss: torch.Tensor) -> Exception:  # a NaN/inf loss names the step and the way back
+            task = f" of task '{name}'" if self.plan.multi else ""
+            return NLPTransferError(
+                f"training loss{task} at step {self.step + 1}", expected="a finite number", found=str(loss.item()),
+                fix=f"lower train.lr or check the labels; last good checkpoint: "
+                    f"{ckpt.latest_complete(self.out_dir) or 'none'}")
+        return error
+
+    def loop(self, start_epoch: int, skip: int) -> None:
+        cfg, acc, hp = self.cfg, self.accelerator, self.hp
+        out_cfg, every_eval = cfg.output, cfg.eval.every_steps
+        t_loop = time.time()
+        self.timing["setup_s"] = t_loop - self.t0
+        progress = tqdm(total=self.total_steps, initial=self.step, desc=self.progress_label(), disable=not self.show)
+        loss_w = {n: float(r.entry.loss_weight) for n, r in self.runs.items()}
+        done = self.step >= self.total_steps
+        with ckpt.StopSignal() as stop:
+            for epoch in range(start_epoch, hp["epochs"] + 1):
+                if done:
+                    break
+                self.train_mode()
+                schedule = task_schedule(self.probs, self.steps_in_epoch, cfg.train.seed + epoch)
+                pos = skip if epoch == start_epoch else 0
+                if not pos:
+                    for r in self.runs.values():
+                        r.running = [0.0, 0]
+                while pos < len(schedule):
+                    r = self.runs[schedule[pos]]
+                    out = training_step(acc, self.trained, self.step_model, self.next_batch(r), self.optimizer,
+                                        self.scheduler, cfg.train.max_grad_norm, self.nonfinite(r.name),
+                                        loss_weight=loss_w[r.name], clip_params=self.clip_params)
+                    r.running[0] += out["loss"].detach().float().item()
+                    r.running[1] += 1
+                    pos += 1
+                    if not acc.sync_gradients:
+                        continue
+                    self.step += 1
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{self.mean_loss():.4f}")
+                    if every_eval and self.step % every_eval == 0:
+                        if self.evaluate_all(epoch - 1 + pos / self.steps_in_epoch):
+                            self.stopped_early = done = True
+                        self.train_mode()
+                    if cfg.train.max_steps and self.step >= cfg.train.max_steps:
+                        done = True
+                    if done:
+                        break
+                    if stop.received is not None:
+                        path = self.checkpoint(epoch, pos)
+                        acc.print(f"[nlp_transfer] signal {stop.received}: checkpoint written to {path}; "
+                                  f"continue with output.resume=auto")
+                        raise SystemExit(128 + stop.received)
+                    if out_cfg.checkpoint_every_steps and self.step % out_cfg.checkpoint_every_steps == 0 \
+                            and pos < self.steps_in_epoch:
+                        self.checkpoint(epoch, pos)
+                if not every_eval or not self.history or self.history[-1]["step"] != self.step:
+                    if self.evaluate_all(float(epoch)):
+                        self.stopped_early = done = True
+                at_end = done or epoch == hp["epochs"]
+                if not at_end and (out_cfg.checkpoint_every_epoch or stop.received is not None or (
+                        out_cfg.checkpoint_every_steps and self.step % out_cfg.checkpoint_every_steps == 0)):
+                    self.checkpoint(epoch + 1, 0)
+                if stop.received is not None and not at_end:
+                    acc.print(f"[nlp_transfer] signal {stop.received}: checkpoint written; "
+                              f"continue with output.resume=auto")
+                    raise SystemExit(128 + stop.received)
+        progress.close()
+        self.timing["loop_s"] = time.time() - t_loop
+
+    def progress_label(self) -> str:
+        return f"train {'multi-task ' if self.plan.multi else ''}({self.strategy.name})"
+
+    def task_losses(self) -> dict[str, float]:
+        return {n: (r.running[0] / r.running[1] if r.running[1] else float("nan")) for n, r in self.runs.items()}
+
+    def mean_loss(self) -> float:
+        total = sum(r.running[1] for r in self.runs.values())
+        return sum(r.running[0] for r in self.runs.values()) / max(total, 1)
+
+    # ------------------------------------------------------------------ evaluation
+    def score_task(self, r: TaskRun, epoch_f: float) -> dict[str, Any]:
+        """Held-out and train-sample scores of one task, its gap, and the overfitting warning."""
+        acc, cfg = self.accelerator, self.cfg
+        where = f" {r.name}" if self.plan.multi else ""
+        kw = {"label_names": r.label_names, "extra": r.extra}
+        ho = evaluate(acc, self.trained, r.loaders["held_out"], r.entry.task, r.metric_names,
+                      f"eval{where} held-out", self.show, **kw)
+        tr = evaluate(acc, self.trained, r.loaders["sample"], r.entry.task, r.metric_names,
+                      f"eval{where} train-sample", self.show, **kw) if len(r.sample_idx) else {}
+        gap = (tr.get(r.best_metric, float("nan")) - ho[r.best_metric]) if tr else float("nan")
+        if r.best_metric == "loss":
+            gap = -gap
+        if not math.isnan(gap) and gap > cfg.eval.gap_warning and not r.gap_warned:
+            r.gap_warned = True
+            on = f" on task '{r.name}'" if self.plan.multi else ""
+            extra = ", a smaller loss_weight for this task" if self.plan.multi else ""
+            msg = (f"overfitting{on}: train-sample {r.best_metric} is {gap:.3f} above held-out at epoch {epoch_f:.2f} "
+                   f"(threshold eval.gap_warning={cfg.eval.gap_warning}); consider fewer epochs, a lower LR{extra}, "
+                   f"more data or a strategy that trains fewer weights")
+            if self.main:
+                warnings.warn(msg, stacklevel=2)
+                acc.print(f"[nlp_transfer] WARNING {msg}")
+        return {"held_out": ho, "train_sample": tr, "gap": gap}
+
+    def evaluate_all(self, epoch_f: float) -> bool:
+        """Score every task; track the best (the combination of the tasks' best metrics); return
+        True to stop early."""
+        acc = self.accelerator
+        losses = self.task_losses()
+        if acc.num_processes > 1:  # each process saw its slice of every batch
+            losses = {n: float(acc.reduce(torch.tensor(v, device=acc.device), "mean")) for n, v in losses.items()}
+        t_eval = time.perf_counter()
+        scores = {n: self.score_task(r, epoch_f) for n, r in self.runs.items()}
+        self.timing["eval_s"] += time.perf_counter() - t_eval
+        weights = {n: float(r.entry.combine_weight) for n, r in self.runs.items()}
+        signs = {n: r.sign for n, r in self.runs.items()}
+        combined = combine_scores({n: s["held_out"][self.runs[n].best_metric] for n, s in scores.items()},
+                                  weights, signs)
+        tr_vals = {n: s["train_sample"].get(self.runs[n].best_metric) for n, s in scores.items() if s["train_sample"]}
+        combined_tr = combine_scores(tr_vals, weights, signs) if len(tr_vals) == len(scores) else float("nan")
+        rec = self.record(epoch_f, losses, scores, combined, combined_tr)
+        self.history.append(rec)
+        if combined > self.best["value"] + self.cfg.eval.min_delta:
+            self.best.update(value=combined, epoch=epoch_f, step=self.step, scores=scores, record=rec,
+                             weights=snapshot_trainable(acc.unwrap_model(self.trained)))
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        return self.bad_evals >= self.hp["patience"]
+
+    def record(self, epoch_f: float, losses: dict[str, float], scores: dict[str, dict[str, Any]],
+               combined: float, combined_tr: float) -> dict[str, Any]:
+        """One history entry, logged to trackers and printed (single-task or multi-task wording)."""
+        acc, step = self.accelerator, self.step
+        if not self.plan.multi:
+            (n, s), = scores.items()
+            metric = self.runs[n].best_metric
+            ho, tr, gap = s["held_out"], s["train_sample"], s["gap"]
+            acc.log({**{f"held_out/{k}": v for k, v in ho.items()}, **{f"train_sample/{k}": v for k, v in tr.items()},
+                     "gap": gap, "train/loss": losses[n]}, step=step)
+            acc.print(f"[nlp_transfer] epoch {epoch_f:.2f} step {step}: held-out {metric}={ho[metric]:.4f} "
+                      f"train-sample {metric}={tr.get(metric, float('nan')):.4f} gap={gap:+.4f} loss={losses[n]:.4f}")
+            return {"epoch": round(epoch_f, 3), "step": step, "train_loss": losses[n], "held_out": ho,
+                    "train_sample": tr, "gap": gap}
+        acc.log({"combined": combined, **{f"{n}/held_out/{k}": v for n, s in scores.items()
+                                          for k, v in s["held_out"].items()}}, step=step)
+        acc.print(f"[nlp_transfer] epoch {epoch_f:.2f} step {step}: combined={combined:.4f} " + " ".join(
+            f"{n}.{self.runs[n].best_metric}={s['held_out'][self.runs[n].best_metric]:.4f} (gap {s['gap']:+.4f})"
+            for n, s in scores.items()))
+        return {"epoch": round(epoch_f, 3), "step": step, "train_loss": losses, "combined": combined,
+                "combined_train_sample": combined_tr, "gap": combined_tr - combined,
+                "tasks": {n: {"held_out": dict(s["held_out"]), "train_sample": dict(s["train_sample"]), "gap": s["gap"]}
+                          for n, s in scores.items()}}
+
+
+def run_plan(plan: RunPlan) -> RunResult:
+    """Train a plan of one or more tasks; returns where the output folder is and its metrics."""
+    return Engine(plan).run()
