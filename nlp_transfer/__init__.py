@@ -13,10 +13,17 @@ from typing import Any
 
 from .config import Recipe, RecipeConfig, load_config
 from .errors import ConfigError, DataError, ModelError, NLPTransferError
+from .registry import TaskSpec, register_task, unregister_task, unregister_strategy
+# Importing these registers the built-in strategies (full, frozen, lora, partial, auto) and tasks
+# (sequence_classification, regression, token_classification, multi_label): config validation,
+# saving, loading, pushing and model cards read the registries.
+from . import strategies, tasks  # noqa: E402,F401
+from .strategies import Strategy, register_strategy
 
 __version__ = "0.1.0"
 __all__ = ["Recipe", "RecipeConfig", "load_config", "train", "load", "ConfigError", "DataError", "ModelError",
-           "NLPTransferError"]
+           "NLPTransferError", "Strategy", "TaskSpec", "register_strategy", "register_task", "unregister_strategy",
+           "unregister_task"]
 
 
 def train(cfg: RecipeConfig | None = None, **kwargs: Any):  # noqa: ANN201 - see recipe.TrainResult

@@ -25,23 +25,14 @@ from string import Template
 from typing import Any
 
 from .errors import ModelError
+from .registry import STRATEGIES, TASKS, TaskSpec
+from .strategies import Strategy
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 PLOT_NAME = "training_curves.png"
 
-#: Hub ``pipeline_tag`` for each task.
-PIPELINE_TAGS: dict[str, str] = {
-    "sequence_classification": "text-classification",
-    "regression": "text-classification",
-    "multi_label": "text-classification",
-    "token_classification": "token-classification",
-}
-_TASK_WORDS: dict[str, str] = {
-    "sequence_classification": "text classification",
-    "regression": "text regression",
-    "multi_label": "multi-label text classification",
-    "token_classification": "token classification",
-}
+#: Hub ``pipeline_tag`` of a task the registry does not know (a folder from an unregistered task).
+DEFAULT_PIPELINE_TAG = "text-classification"
 _DATA_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet", ".arrow", ".conll", ".xlsx")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOKEN_RE = re.compile(r"\b(hf_|api_org_)[A-Za-z0-9]{20,}\b")
@@ -138,8 +129,8 @@ class ModelCardInfo:
         strategy = str(meta.get("strategy") or metrics.get("strategy") or "unknown")
         strategy_cfg = recipe.get("strategy") if isinstance(recipe.get("strategy"), dict) else {}
         details: dict[str, Any] = {}
-        if isinstance(meta.get("lora"), dict):
-            details.update(meta["lora"])
+        if isinstance(meta.get(strategy), dict):  # the strategy's own section of nlp_transfer.json
+            details.update(meta[strategy])
         for key in ("lora_r", "lora_alpha", "lora_dropout", "unfreeze_top_k", "target_modules"):
             if strategy_cfg.get(key) is not None:
                 details.setdefault(key.replace("lora_", "") if key in ("lora_r", "lora_alpha") else key,
@@ -199,8 +190,23 @@ class ModelCardInfo:
 
     # -------------------------------------------------------------------- derived values
     @property
+    def task_spec(self) -> TaskSpec | None:
+        """The registered task (None for a folder of a task not registered in this process)."""
+        return TASKS.get(self.task)
+
+    @property
+    def strategy_class(self) -> type[Strategy]:
+        """The registered strategy (the :class:`Strategy` interface itself for an unknown one)."""
+        cls = STRATEGIES.get(self.strategy)
+        return cls if isinstance(cls, type) and issubclass(cls, Strategy) else Strategy
+
+    @property
+    def task_words(self) -> str:
+        return self.task_spec.words if self.task_spec else self.task
+
+    @property
     def pipeline_tag(self) -> str:
-        return PIPELINE_TAGS.get(self.task, "text-classification")
+        return self.task_spec.pipeline_tag if self.task_spec else DEFAULT_PIPELINE_TAG
 
     @property
     def lower_is_better(self) -> bool:
@@ -216,16 +222,14 @@ class ModelCardInfo:
 
     @property
     def tags(self) -> list[str]:
-        tags = ["nlp_transfer", self.strategy, self.pipeline_tag, "safetensors"]
-        if self.strategy == "lora":
-            tags += ["peft", "lora"]
+        tags = ["nlp_transfer", self.strategy, self.pipeline_tag, "safetensors"] + list(self.strategy_class.card_tags)
         if self.merged:
             tags.append("merged")
         return list(dict.fromkeys(tags + list(self.extra_tags)))
 
     @property
     def base_model_relation(self) -> str:
-        return "finetune" if self.merged or self.strategy in ("full", "partial") else "adapter"
+        return "finetune" if self.merged or self.strategy_class.stores_encoder else "adapter"
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -315,7 +319,7 @@ def _metadata_yaml(info: ModelCardInfo) -> str:
             if metric in ("loss", "n") or not _finite(value):
                 continue
             results.append(EvalResult(
-                task_type=info.pipeline_tag, task_name=_TASK_WORDS.get(info.task, info.task),
+                task_type=info.pipeline_tag, task_name=info.task_words,
                 dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=split,
                 metric_type=metric, metric_name=f"{split} {metric}", metric_value=round(float(value), 4)))
     kwargs: dict[str, Any] = {"base_model_relation": info.base_model_relation}
@@ -335,7 +339,7 @@ def _metadata_yaml(info: ModelCardInfo) -> str:
 
 
 def _summary(info: ModelCardInfo) -> str:
-    task = _TASK_WORDS.get(info.task, info.task)
+    task = info.task_words
     base = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model_is_hub_id \
         else f"`{_display_name(info.base_model)}`"
     labels = ""
@@ -350,23 +354,8 @@ def _summary(info: ModelCardInfo) -> str:
 
 
 def _strategy_section(info: ModelCardInfo) -> str:
-    d = info.strategy_details
-    texts = {
-        "full": "**Full fine-tuning**: every weight of the encoder and of the task head was trained.",
-        "partial": (f"**Partial fine-tuning**: the top {d.get('unfreeze_top_k') or 2} encoder layers and the task "
-                    "head were trained; the layers below stayed frozen."),
-        "frozen": ("**Frozen encoder** (feature extraction): the pretrained encoder was not changed; only the task "
-                   "head was trained, on pooled sentence vectors. The repository holds the head and an exact "
-                   "reference to the base model."),
-        "lora": (f"**LoRA**: low-rank adapters (r={d.get('r', '?')}, alpha={d.get('alpha', '?')}) on the "
-                 f"`{'`, `'.join(d.get('target_modules') or ['attention'])}` projections of the frozen encoder, "
-                 "plus the task head, were trained"
-                 + (f"; the top {d['unfreeze_top_k']} layers were fully trained as well" if d.get("unfreeze_top_k")
-                    else "") + "."),
-    }
-    lines = [texts.get(info.strategy, f"Strategy **{info.strategy}**.")]
-    if info.merged and info.strategy == "lora":
-        lines.append("The adapters were merged into the encoder weights (`merge_and_unload`) for this upload.")
+    lines = [info.strategy_class.describe(info.strategy_details, info.merged)
+             if info.strategy_class is not Strategy else f"Strategy **{info.strategy}**."]
     share = info.trainable_share
     lines += ["", "| | |", "|---|---|",
               f"| Trainable parameters | {_count(info.trainable_params)} of {_count(info.total_params)} "
@@ -507,8 +496,10 @@ def _usage_section(info: ModelCardInfo) -> str:
 
 
 def _plain_snippet(info: ModelCardInfo, ref: str) -> str:
-    """Loading without nlp_transfer: transformers (+ peft for adapters), the head done by hand."""
-    if info.task == "token_classification":
+    """Loading without nlp_transfer: transformers (+ peft for adapters), the head done by hand. The
+    strategy writes the loading lines (None: no snippet), the task the decoding of the logits."""
+    spec = info.task_spec
+    if spec is not None and spec.token_level:
         pooled = "features = hidden                                  # one vector per token"
     elif info.pooling == "cls":
         pooled = "features = hidden[:, 0]                            # CLS pooling"
@@ -516,12 +507,8 @@ def _plain_snippet(info: ModelCardInfo, ref: str) -> str:
         pooled = ("mask = enc[\"attention_mask\"].unsqueeze(-1).to(hidden.dtype)\n"
                   "    features = (hidden * mask).sum(1) / mask.sum(1)   # mean pooling")
     labels = repr(info.label_names) if info.label_names else None
-    if info.task == "regression":
-        post = "print(logits.squeeze(-1).tolist())"
-    elif info.task == "multi_label":
-        post = f"labels = {labels}\nprint([[l for l, p in zip(labels, row) if p >= 0.5] for row in logits.sigmoid()])"
-    elif info.task == "token_classification":
-        post = f"labels = {labels}\nprint([[labels[i] for i in row] for row in logits.argmax(-1).tolist()])"
+    if spec is not None and spec.card_decode is not None:
+        post = spec.card_decode(labels)
     else:
         post = (f"labels = {labels}\nprint([labels[i] for i in logits.argmax(-1).tolist()])" if labels
                 else "print(logits.softmax(-1).argmax(-1).tolist())")
@@ -529,51 +516,14 @@ def _plain_snippet(info: ModelCardInfo, ref: str) -> str:
                  else '["The first text to classify."]')
     revision = f', revision="{info.base_model_revision}"' if info.base_model_revision else ""
     base = info.base_model if info.base_model_is_hub_id else _display_name(info.base_model)
-    common_head = [
-        "import torch",
-        "from huggingface_hub import snapshot_download",
-    ]
-    if info.strategy == "lora" and not info.merged:
-        if info.hidden_size is None or info.head_outputs is None:
-            return ""
-        code = common_head + [
-            "from peft import PeftModel",
-            "from transformers import AutoModel, AutoTokenizer",
-            "",
-            f'folder = snapshot_download("{ref}")',
-            "",
-            "class Head(torch.nn.Module):          # nlp_transfer's head: dropout + linear",
-            "    def __init__(self):",
-            "        super().__init__()",
-            "        self.dropout = torch.nn.Dropout(0.0)",
-            f"        self.out = torch.nn.Linear({info.hidden_size}, {info.head_outputs})",
-            "",
-            "class Wrapper(torch.nn.Module):       # same module names as at training time",
-            "    def __init__(self):",
-            "        super().__init__()",
-            f'        self.encoder = AutoModel.from_pretrained("{base}"{revision})',
-            "        self.head = Head()",
-            "",
-            "model = PeftModel.from_pretrained(Wrapper(), folder).merge_and_unload().eval()",
-            "encoder, head = model.encoder, model.head.out",
-        ]
-        intro = (f"With plain transformers + peft (the adapter and the trained head are in PEFT format; the base "
-                 f"encoder is `{base}`):")
+    if info.merged:  # a merged export is encoder + head.safetensors, whatever trained it
+        loading = Strategy.head_loading(ref, "folder", stored=True)
     else:
-        encoder_src = "folder" if info.strategy in ("full", "partial") or info.merged else f'"{base}"{revision}'
-        code = common_head + [
-            "from safetensors.torch import load_file",
-            "from transformers import AutoModel, AutoTokenizer",
-            "",
-            f'folder = snapshot_download("{ref}")',
-            f"encoder = AutoModel.from_pretrained({encoder_src}).eval()",
-            'weights = load_file(f"{folder}/head.safetensors")',
-            'head = torch.nn.Linear(weights["out.weight"].shape[1], weights["out.weight"].shape[0])',
-            'head.load_state_dict({"weight": weights["out.weight"], "bias": weights["out.bias"]})',
-        ]
-        intro = ("With plain transformers (the encoder" + (" is the unchanged base model" if encoder_src != "folder"
-                 else " is stored in this repository") + "; the trained head is `head.safetensors`):")
-    code += [
+        loading = info.strategy_class.card_loading(info, ref, base, revision)
+    if loading is None:
+        return ""
+    intro, code = loading
+    code = list(code) + [
         "tokenizer = AutoTokenizer.from_pretrained(folder)",
         "",
         f"enc = tokenizer({text_args}, truncation=True, max_length={info.max_length}, padding=True, "

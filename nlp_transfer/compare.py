@@ -48,7 +48,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import report
-from .config import STRATEGY_DEFAULTS, DataConfig, RecipeConfig, apply_overrides
+from .config import DataConfig, RecipeConfig, apply_overrides
+from .data_args import add_data_arguments, data_config_from_args  # noqa: F401  (also importable from here)
+from .registry import strategy_defaults
 from .errors import ConfigError, NLPTransferError
 
 __all__ = ["STRATEGY_CHOICES", "CompareResult", "compare", "summarize", "recommend", "build_scratch_model",
@@ -481,7 +483,7 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
         if strategy != "frozen" and budget_epochs is not None:
             epochs = int(budget_epochs)
         if min_steps:
-            e0 = int(epochs if epochs is not None else STRATEGY_DEFAULTS[concrete]["epochs"])
+            e0 = int(epochs if epochs is not None else strategy_defaults(concrete)["epochs"])
             steps_per_epoch = math.ceil(n_of[size] / bs)
             epochs = max(e0, math.ceil(min_steps / steps_per_epoch))
         if epochs is not None:
@@ -681,21 +683,6 @@ def _write_outputs(out: Path, title: str, summary: list[dict[str, Any]], runs: l
 
 
 # --------------------------------------------------------------------------- CLI
-
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """Data options shared by ``compare`` and ``rank-models``."""
-    p.add_argument("--data", required=True, help="'bbc_news', a file or a folder (train/dev files), or a Hub id")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--text-pair-column", default=None)
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--label-names", nargs="+", default=None, help="names of integer labels, in id order")
-    p.add_argument("--data-seed", type=int, default=42, help="seed of the held-out carve and the subsets")
-
-
-def data_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {"name": args.data, "text_column": args.text_column, "text_pair_column": args.text_pair_column,
-            "label_column": args.label_column, "label_names": args.label_names, "seed": args.data_seed}
-
 
 def _parse_limits(items: Sequence[str] | None) -> dict[str, int]:
     out: dict[str, int] = {}

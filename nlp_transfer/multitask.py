@@ -29,17 +29,17 @@ How it trains:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
-from .config import _closest
-from .errors import ModelError
 # The pieces of a multi-task run live in their layers; these names stay importable from here.
 from .multitask_config import (SAMPLING, MultiTaskConfig, MultiTaskSettings, TaskEntry,  # noqa: F401
                                apply_multitask_overrides, is_multitask_config, load_multitask_config)
 from .multitask_model import MultiHead, MultiTaskModel, TaskView  # noqa: F401
+from .predict import MultiTaskPredictor, load_multitask  # noqa: F401
 from .readers import READERS, read_trec  # noqa: F401
+from .rebuild import rebuild_model
 from .recipe import TrainResult, is_main_process, push_if_configured
 from .training import RunPlan, run_plan
 from .training.sampling import combine_scores, task_probabilities, task_schedule  # noqa: F401
@@ -60,59 +60,8 @@ def train_multitask(cfg: MultiTaskConfig) -> TrainResult:
 
 def load_multitask_model(path: str | Path, device: str | torch.device | None = None, allow_pickle: bool = False,
                          trust_remote_code: bool = False) -> tuple[MultiTaskModel, Any, dict[str, Any], Path]:
-    """Rebuild the trained multi-task model (LoRA merged), its tokenizer and metadata, with the
-    same safety checks as :func:`nlp_transfer.predict.load_model`."""
-    from .models import HEADS, load_encoder, load_tokenizer
-    from .predict import _attach_trained_weights, _device, _encoder_source, _read_checked_meta, resolve_output
-
-    out = resolve_output(path)
-    meta, remote = _read_checked_meta(out, allow_pickle, trust_remote_code)
-    if meta.get("task") != "multi_task":
-        raise ModelError(f"folder {out}", expected="a multi-task output folder", found=f"task={meta.get('task')}",
-                         fix="use nlp_transfer.load() for single-task folders")
-    encoder = load_encoder(_encoder_source(meta) or str(out), trust_remote_code=remote, allow_pickle=allow_pickle)
-    h = meta["head"]
-    heads = {n: HEADS[spec["type"]](encoder.config.hidden_size, spec["num_outputs"], h.get("dropout", 0.0))
-             for n, spec in h["heads"].items()}
-    model = MultiTaskModel(encoder, MultiHead(heads), meta["pooling"], {n: t["task"] for n, t in meta["tasks"].items()})
-    model = _attach_trained_weights(model, out, meta)
-    tokenizer = load_tokenizer(str(out), trust_remote_code=remote)
-    model.to(_device(device)).eval()
-    return model, tokenizer, meta, out
-
-
-class MultiTaskPredictor:
-    """Answers every task of a multi-task model, or one: ``p(texts)`` ->
-    ``[{"sentiment": {...}, "question": {...}}, ...]``; ``p(texts, task="sentiment")`` -> that
-    task's usual predictions. Each task runs its own pass through the shared encoder."""
-
-    def __init__(self, model: MultiTaskModel, tokenizer: Any, meta: dict[str, Any], path: Path) -> None:
-        from .predict import Predictor
-        self.model, self.tokenizer, self.meta, self.path = model, tokenizer, meta, path
-        self.tasks = list(meta["tasks"])
-        self.predictors = {n: Predictor(TaskView(model, n), tokenizer, {**meta, **t}, path)
-                           for n, t in meta["tasks"].items()}
-
-    def __call__(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None = None,
-                 batch_size: int = 64, *, task: str | None = None) -> list[dict[str, Any]]:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if task is not None:
-            if task not in self.predictors:
-                raise ModelError("task", expected=f"one of {self.tasks}", found=repr(task)
-                                 + _closest(str(task), self.tasks), fix=f"pass task=<one of {self.tasks}>")
-            return self.predictors[task](texts, text_pairs, batch_size)
-        answers: dict[str, list[dict[str, Any]]] = {}
-        for n, p in self.predictors.items():
-            if p.meta.get("text_pair") and text_pairs is None:
-                continue  # a pair task needs text_pairs: skipped when none are given
-            answers[n] = p(texts, text_pairs if p.meta.get("text_pair") else None, batch_size)
-        return [{n: answers[n][i] for n in answers} for i in range(len(texts))]
-
-
-def load_multitask(path: str | Path, device: str | None = None, allow_pickle: bool = False,
-                   trust_remote_code: bool = False) -> MultiTaskPredictor:
-    """A multi-task output folder as a :class:`MultiTaskPredictor`."""
-    return MultiTaskPredictor(*load_multitask_model(path, device, allow_pickle, trust_remote_code))
+    """Rebuild the trained multi-task model (LoRA merged): see nlp_transfer.rebuild.rebuild_model."""
+    return rebuild_model(path, device, allow_pickle, trust_remote_code, expect_multi_task=True)
 
 
 def compare_with_single_task(cfg: MultiTaskConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .config import DataConfig, RecipeConfig, _closest, apply_overrides
+from .config import DataConfig, RecipeConfig, apply_overrides, closest, parse_value, read_yaml
 from .errors import ConfigError
 from .readers import READERS
 
@@ -39,7 +39,7 @@ class TaskEntry:
         from .models import TASKS
         if self.task not in TASKS or self.task == "multi_task":
             raise ConfigError(f"tasks.{self.name}.task", expected=f"one of {sorted(TASKS)}", found=repr(self.task)
-                              + _closest(str(self.task), list(TASKS)), fix="pick a single-task type for each task")
+                              + closest(str(self.task), list(TASKS)), fix="pick a single-task type for each task")
         if isinstance(self.data, str):
             self.data = DataConfig(name=self.data)
         elif isinstance(self.data, dict):
@@ -47,11 +47,11 @@ class TaskEntry:
             for k in self.data:
                 if k not in valid:
                     raise ConfigError(f"unknown config key 'tasks.{self.name}.data.{k}'", expected=f"one of {valid}",
-                                      found=repr(k) + _closest(k, valid), fix="use a valid data.* key")
+                                      found=repr(k) + closest(k, valid), fix="use a valid data.* key")
             self.data = DataConfig(**self.data)
         if self.reader is not None and self.reader not in READERS:
             raise ConfigError(f"tasks.{self.name}.reader", expected=f"one of {sorted(READERS)} or null",
-                              found=repr(self.reader) + _closest(str(self.reader), list(READERS)),
+                              found=repr(self.reader) + closest(str(self.reader), list(READERS)),
                               fix="leave it out for files the core reads (csv/tsv/json/parquet/conll)")
         for key in ("loss_weight", "combine_weight"):
             v = getattr(self, key)
@@ -71,7 +71,7 @@ class MultiTaskSettings:
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING:
             raise ConfigError("multitask.sampling", expected=f"one of {list(SAMPLING)}",
-                              found=repr(self.sampling) + _closest(str(self.sampling), SAMPLING),
+                              found=repr(self.sampling) + closest(str(self.sampling), SAMPLING),
                               fix="pass multitask.sampling=proportional")
         if isinstance(self.temperature, str):
             self.temperature = float(self.temperature)
@@ -98,7 +98,7 @@ class MultiTaskConfig:
         for k in d:
             if k not in valid:
                 raise ConfigError(f"unknown config key '{k}'", expected=f"one of {valid}",
-                                  found=repr(k) + _closest(k, valid), fix="remove or rename the key")
+                                  found=repr(k) + closest(k, valid), fix="remove or rename the key")
         base = RecipeConfig.from_dict({k: d[k] for k in BASE_SECTIONS if k in d})
         tasks_d = d.get("tasks") or {}
         if not isinstance(tasks_d, dict):
@@ -111,14 +111,14 @@ class MultiTaskConfig:
             for k in entry:
                 if k not in valid_t:
                     raise ConfigError(f"unknown config key 'tasks.{name}.{k}'", expected=f"one of {valid_t}",
-                                      found=repr(k) + _closest(k, valid_t), fix="use a valid task key")
+                                      found=repr(k) + closest(k, valid_t), fix="use a valid task key")
             tasks[str(name)] = TaskEntry(name=str(name), **entry)
         mt = d.get("multitask") or {}
         valid_m = [f.name for f in fields(MultiTaskSettings)]
         for k in mt:
             if k not in valid_m:
                 raise ConfigError(f"unknown config key 'multitask.{k}'", expected=f"one of {valid_m}",
-                                  found=repr(k) + _closest(k, valid_m), fix="use a valid multitask.* key")
+                                  found=repr(k) + closest(k, valid_m), fix="use a valid multitask.* key")
         return cls(base=base, tasks=tasks, multitask=MultiTaskSettings(**mt))
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,7 +148,7 @@ def apply_multitask_overrides(d: dict[str, Any], overrides: list[str]) -> dict[s
         if not sep:
             raise ConfigError("override", expected="key=value", found=repr(item), fix="write e.g. strategy=lora")
         key = key.strip().lstrip("-")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_value(key, raw)
         parts = key.split(".")
         if parts[0] == "multitask" and len(parts) == 2:
             d["multitask"] = {**(d.get("multitask") or {}), parts[1]: value}
@@ -156,7 +156,7 @@ def apply_multitask_overrides(d: dict[str, Any], overrides: list[str]) -> dict[s
             tasks = {n: dict(e or {}) for n, e in (d.get("tasks") or {}).items()}
             if parts[1] not in tasks:
                 raise ConfigError(f"override '{key}'", expected=f"a task among {sorted(tasks)}", found=repr(parts[1])
-                                  + _closest(parts[1], list(tasks)), fix="check the task name")
+                                  + closest(parts[1], list(tasks)), fix="check the task name")
             entry = tasks[parts[1]]
             if len(parts) == 4:
                 if parts[2] != "data":
@@ -183,7 +183,7 @@ def load_multitask_config(path: str | Path, overrides: list[str] | None = None) 
     if not p.is_file():
         raise ConfigError("config file", expected="an existing YAML file", found=str(p),
                           fix="pass recipes/configs/multitask_<preset>.yaml")
-    d = yaml.safe_load(p.read_text()) or {}
+    d = read_yaml(p)
     if not isinstance(d, dict) or "tasks" not in d:
         raise ConfigError(f"config file {p}", expected="a multi-task preset with a 'tasks' mapping",
                           found=f"keys {sorted(d) if isinstance(d, dict) else type(d).__name__}",

@@ -17,8 +17,8 @@ What is checked (first failure wins):
   recipe splits each global batch across processes);
 * DeepSpeed: ZeRO-3 (parameters partitioned: the adapter / best weights the recipe
   saves would be empty shards), DeepSpeed not installed;
-* FSDP v1 with a strategy that freezes parameters (lora, frozen, partial) but without
-  ``use_orig_params``; wrap classes absent from the model; a frozen transformer layer
+* FSDP v1 with a strategy that freezes parameters (``Strategy.freezes_parameters``: lora,
+  frozen, partial) but without ``use_orig_params``; wrap classes absent from the model; a frozen transformer layer
   in the same FSDP unit as trainable parameters (its gradient memory is allocated
   and reduce-scattered every step: partial/hybrid then costs as much as full).
 
@@ -42,9 +42,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError, EnvironmentSetupError, NLPTransferError
+from .registry import STRATEGIES
 
-#: Strategies that leave some parameters frozen (``auto`` may pick one of them).
-FREEZING_STRATEGIES = ("lora", "frozen", "partial", "auto")
 GPU_MIXED_PRECISION = ("fp16", "bf16")
 GPU_DISTRIBUTED = ("MULTI_GPU", "FSDP", "DEEPSPEED")
 FSDP_DOC = "accelerate_configs/fsdp.yaml"
@@ -312,7 +311,7 @@ def _skeleton(cfg: Any) -> Any | None:
             encoder = AutoModel.from_config(mconf, trust_remote_code=cfg.model.trust_remote_code)
             head = HEADS[spec.head](mconf.hidden_size, spec.num_outputs(2), 0.0)
         model = TransferModel(encoder, head, "mean", cfg.task)
-        if cfg.strategy.name not in ("full", "frozen", "lora", "partial"):
+        if not getattr(STRATEGIES.get(cfg.strategy.name), "concrete", False):  # auto: resolved later
             return None
         return get_strategy(cfg.strategy).apply(model)
     except Exception:  # noqa: BLE001 - model problems are reported by training with their own message
@@ -322,19 +321,19 @@ def _skeleton(cfg: Any) -> Any | None:
 # --------------------------------------------------------------------------- the checks
 
 def _metric_problem(cfg: Any) -> NLPTransferError | None:
-    from .metrics import ALIASES, AVAILABLE, _canonical, load_metric
+    from .metrics import ALIASES, AVAILABLE, canonical_metric, load_metric
     from .models import TASKS
     spec = TASKS.get(cfg.task)
     names = list(cfg.eval.metrics or (spec.default_metrics if spec else []))
     for name in names:
-        if _canonical(name) is None:
+        if canonical_metric(name) is None:
             try:
                 load_metric(name)  # a Hub metric or a local script: needs to load
             except NLPTransferError as e:
                 return e
     best = cfg.eval.metric_for_best
-    multi_key = any(_canonical(n) in ("seqeval", "multilabel") or _canonical(n) is None for n in names)
-    if best and best != "loss" and _canonical(best) is None and not multi_key:
+    multi_key = any(canonical_metric(n) in ("seqeval", "multilabel") or canonical_metric(n) is None for n in names)
+    if best and best != "loss" and canonical_metric(best) is None and not multi_key:
         import difflib
         options = sorted(set(AVAILABLE) | set(ALIASES) | {"loss"})
         guess = difflib.get_close_matches(str(best).lower(), options, n=1)
@@ -389,7 +388,7 @@ def problems(cfg: Any, plan: LaunchPlan | None = None, model: Any = None) -> lis
     # ---- DeepSpeed -------------------------------------------------------------------
     if plan.distributed_type == "DEEPSPEED":
         if plan.zero_stage == 3:
-            saved = "the LoRA adapter" if cfg.strategy.name == "lora" else "the best weights and the model"
+            saved = getattr(STRATEGIES.get(cfg.strategy.name), "saved_weights", "the best weights and the model")
             found.append(EnvironmentSetupError(
                 f"DeepSpeed in the {where}", expected=f"ZeRO stage 0-2 with strategy={cfg.strategy.name}",
                 found=f"ZeRO-3, which partitions parameters: {saved} would be saved as empty shards",
@@ -405,7 +404,7 @@ def problems(cfg: Any, plan: LaunchPlan | None = None, model: Any = None) -> lis
         s = cfg.strategy.name
         if plan.fsdp_version == 1 and not plan.fsdp_use_orig_params:
             frozen = [n for n, p in model.named_parameters() if not p.requires_grad] if model is not None else None
-            if frozen or (frozen is None and s in FREEZING_STRATEGIES):
+            if frozen or (frozen is None and getattr(STRATEGIES.get(s), "freezes_parameters", True)):
                 example = f" ({len(frozen)} frozen tensors, e.g. {frozen[0]})" if frozen else ""
                 found.append(EnvironmentSetupError(
                     f"FSDP in the {where}",

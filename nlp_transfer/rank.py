@@ -344,7 +344,7 @@ def rank_models(data: str | DataConfig | dict[str, Any], models: Sequence[str], 
 # --------------------------------------------------------------------------- CLI
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    from .compare import data_config_from_args
+    from .data_args import data_config_from_args
     res = rank_models(data_config_from_args(args), args.models, layers=args.layers, sample=args.sample,
                       max_length=args.max_length, pooling=args.pooling, task=args.task, rank_by=args.rank_by,
                       folds=args.folds, seed=args.seed, batch_size=args.batch_size, cache_dir=args.cache_dir)
@@ -362,7 +362,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 
 def add_subcommand(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
-    from .compare import add_data_arguments
+    from .data_args import add_data_arguments
     p = sub.add_parser("rank-models", help="rank pretrained models by frozen-feature transferability "
                                            "(LogME, linear probe, kNN) on a sample of your data",
                        description=__doc__.split("\n\n")[0])

@@ -20,9 +20,16 @@ __all__ = ["fmt_num", "fmt_mean_std", "fmt_params", "fmt_seconds", "fmt_size", "
 TABLE_HEADER = ("strategy", "n train", "held-out {metric}", "train-sample {metric}", "gap",
                 "trainable params", "wall time", "peak RSS", "peak CUDA")
 
-#: Line colours per strategy, stable across plots.
+#: Line colours per strategy, stable across plots (a registered strategy may set its own ``Strategy.color``;
+#: ``scratch`` is compare's randomly initialised baseline, not a strategy).
 COLORS = {"frozen": "#1f77b4", "lora": "#2ca02c", "full": "#d62728", "partial": "#9467bd",
           "scratch": "#7f7f7f"}
+
+
+def strategy_color(name: str) -> str | None:
+    """The plot colour of a strategy: its class's ``color``, else the table above (None: matplotlib's)."""
+    from .registry import STRATEGIES
+    return getattr(STRATEGIES.get(name), "color", None) or COLORS.get(name)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -149,7 +156,7 @@ def learning_curve_png(summary: Sequence[dict[str, Any]], path: str | Path, metr
         x = [r["n_train"] for r in rows]
         m = [r["held_out_mean"] for r in rows]
         sd = [r["held_out_std"] if r["held_out_std"] is not None else 0.0 for r in rows]
-        color = COLORS.get(s)
+        color = strategy_color(s)
         ax.plot(x, m, marker="o", label=s, color=color)
         ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
                         alpha=0.18, color=color, linewidth=0)

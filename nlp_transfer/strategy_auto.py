@@ -97,7 +97,7 @@ def estimate_full_epoch_seconds(cfg: RecipeConfig, train_tok: Any, tokenizer: An
     collate = _collator(tokenizer)
     keep = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in train_tok.column_names]
     view = train_tok.select_columns(keep + ["label"])
-    label_dtype = torch.float32 if cfg.task == "regression" else torch.long
+    label_dtype = TASKS[cfg.task].label_dtype or torch.long
     times = []
     for i in range(steps + 1):
         idx = rng.choice(len(view), size=min(bs, len(view)), replace=False)

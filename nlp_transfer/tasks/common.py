@@ -160,7 +160,7 @@ def evaluate_saved(predictor: Any, data_cfg: Any, split: str | None = None, batc
     import torch
 
     from ..errors import DataError
-    from ..models import TASKS
+    from ..registry import TASKS
 
     spec = TASKS[predictor.task]
     data_cfg = dataclasses.replace(data_cfg, label_names=list(predictor.label_names or []) or None,

@@ -44,12 +44,12 @@ def _read_splits(cfg: Any) -> tuple[dict[str, tuple[list[str], list[list[str]]]]
                 rows, names = ml.read_goemotions(path, fname)
                 out[split] = ([r["text"] for r in rows], [r["labels"] for r in rows])
         return out, names
-    from ..data import VALIDATION_NAMES, _canonical_columns, load_raw
+    from ..data import VALIDATION_NAMES, canonical_columns, load_raw
     raw = load_raw(cfg)
     out = {}
     for split, ds in raw.items():
         try:
-            ds = _canonical_columns(ds, cfg, split)
+            ds = canonical_columns(ds, cfg, split)
         except DataError:
             if split == cfg.train_split:
                 raise

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..errors import ConfigError, NLPTransferError
 from ..loop import build_optimizer, clip_parameters, compiled_step_model, training_step
-from ..models import (HEADS, TASKS, build_model, count_params, declared_pooling, format_params, load_encoder,
+from ..models import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                       load_tokenizer, resolve_model)
 from ..multitask_model import MultiHead, MultiTaskModel
 from ..strategies import get_strategy, restore_trainable, snapshot_trainable
@@ -124,7 +124,7 @@ class Engine:
             self.resolved = resolve_model(m.name)
             encoder = load_encoder(self.resolved, m.revision, m.trust_remote_code)
             self.pooling = m.pooling if m.pooling != "auto" else \
-                declared_pooling(self.resolved) or ("mean" if cfg.strategy.name == "frozen" else "cls")
+                auto_pooling(self.resolved, cfg.strategy.name)
             heads = {n: HEADS[r.spec.head](encoder.config.hidden_size, r.spec.num_outputs(r.num_labels),
                                            m.head_dropout) for n, r in self.runs.items()}
             self.model = MultiTaskModel(encoder, MultiHead(heads), self.pooling,
