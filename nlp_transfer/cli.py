@@ -1,12 +1,14 @@
-"""``nlp-transfer`` command line: train, predict, evaluate (and more subcommands as they land)."""
+"""``nlp-transfer`` command line (the table in :func:`subcommands`) and :func:`run_recipe`, which
+makes ``recipes/*.py`` exit the same way."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable, NoReturn
 
-from .errors import NLPTransferError
+from .errors import NLPTransferError, is_main_process
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -48,15 +50,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nlp-transfer", description="Transfer a pretrained transformer to your data.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
     t = sub.add_parser("train", help="run a recipe: --config preset.yaml key=value ...")
     t.add_argument("--config", help="YAML preset (e.g. recipes/configs/bbc_news.yaml); defaults if omitted")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. strategy=lora train.lr=3e-4")
     t.set_defaults(func=_cmd_train)
 
+
+def _add_predict(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
     pr = sub.add_parser("predict", help="predict with a trained output folder or Hub repo")
     pr.add_argument("model_dir")
     pr.add_argument("--text", action="append", help="a text to classify (repeatable)")
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow code from the model's repository to run (only for folders you trust)")
     pr.set_defaults(func=_cmd_predict)
 
+
+def _add_evaluate(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
     ev = sub.add_parser("evaluate", help="score a trained model on a labelled file or dataset")
     ev.add_argument("model_dir")
     ev.add_argument("--data", required=True, help="file, folder, 'bbc_news' or Hub id (columns as in training)")
@@ -73,22 +76,59 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", help="data option override, e.g. --set text_column=sentence")
     ev.set_defaults(func=_cmd_evaluate)
 
-    from . import cli_extra
-    cli_extra.register(sub)
+
+def subcommands() -> dict[str, Callable[["argparse._SubParsersAction"], None]]:  # noqa: F821
+    """Every ``nlp-transfer`` subcommand: name -> the function that adds its parser.
+
+    The subcommands defined in their own modules are imported here, normally: a module that
+    fails to import fails ``nlp-transfer`` with its error instead of hiding the subcommand."""
+    from . import compare, hub, preflight, rank
+    return {
+        "train": _add_train,
+        "predict": _add_predict,
+        "evaluate": _add_evaluate,
+        "push": hub.add_subcommand,
+        "rank-models": rank.add_subcommand,
+        "compare": compare.add_subcommand,
+        "preflight": preflight.add_subcommand,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nlp-transfer", description="Transfer a pretrained transformer to your data.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, add in subcommands().items():
+        add(sub)
+        if name not in sub.choices:
+            raise RuntimeError(f"subcommand table: {add.__module__}.{add.__name__} did not add '{name}'")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _report(fn: Callable[[], object]) -> int:
+    """Run ``fn`` the way the CLI does: the exit code, and for a user error (NLPTransferError: 2,
+    OSError: 1) one ``error: ...`` line on stderr, printed by the main process only."""
     try:
-        return int(args.func(args) or 0)
+        return int(fn() or 0)
     except NLPTransferError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        message, code = str(e), 2
     except OSError as e:  # disk full, permissions, read-only file system ... during the run
-        print(f"error: {os_error_message(e)}", file=sys.stderr)
-        return 1
+        message, code = os_error_message(e), 1
+    if is_main_process():
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _report(lambda: args.func(args))
+
+
+def run_recipe(recipe: Callable[[list[str]], object], argv: list[str] | None = None) -> NoReturn:
+    """Run a ``recipes/*.py`` script's ``main(argv)`` and exit like the ``nlp-transfer`` CLI: code 0,
+    or for a user error one ``error: ...`` line (main process only, under torchrun / accelerate
+    launch) and exit code 2 (1 for an operating-system error) on every process. ``argv`` defaults
+    to ``sys.argv[1:]``."""
+    sys.exit(_report(lambda: recipe(sys.argv[1:] if argv is None else list(argv))))
 
 
 def os_error_message(e: OSError) -> str:

@@ -84,6 +84,69 @@ def _quiet_datasets_logger() -> Iterator[None]:
         logger.setLevel(level)
 
 
+#: Delimiters tried when a header does not split on the configured (or extension's) one.
+SNIFF_DELIMITERS = (";", "|", ",", "\t")
+
+
+def _header_line(path: Path, encoding: str) -> str:
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        return f.readline().rstrip("\r\n")
+
+
+def sniff_delimiter(path: Path, encoding: str = "utf-8-sig", exclude: str | None = None) -> list[str]:
+    """Delimiters among ; | , tab that split the start of ``path`` into the same number (> 1) of
+    fields on every row, best first (most fields in the header). Empty: none fits."""
+    import csv
+    import io
+    size = 1 << 16
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        sample = f.read(size)
+    header = sample.splitlines()[0] if sample else ""
+    fits = []
+    for d in SNIFF_DELIMITERS:
+        if d == exclude or d not in header:
+            continue
+        rows = [r for r in csv.reader(io.StringIO(sample), delimiter=d,
+                                      quoting=csv.QUOTE_NONE if d == "\t" else csv.QUOTE_MINIMAL) if r]
+        if len(sample) == size and len(rows) > 1:
+            rows = rows[:-1]  # the last row may be cut off
+        widths = {len(r) for r in rows}
+        if len(widths) == 1 and widths.pop() > 1:
+            fits.append(d)
+    return sorted(fits, key=lambda d: -header.count(d))
+
+
+def _choose_delimiter(path: Path, cfg: DataConfig, default: str) -> str:
+    """The delimiter to read ``path`` with: ``data.delimiter``, else the extension's; when the header
+    does not contain it but contains one of ; | , tab, the one that splits every row alike (sniffed)."""
+    delimiter = cfg.delimiter or default
+    if cfg.column_names:  # header-less file: the first line is data
+        return delimiter
+    encoding = cfg.encoding or "utf-8-sig"
+    header = _header_line(path, encoding)
+    others = [d for d in SNIFF_DELIMITERS if d != delimiter and d in header]
+    if delimiter in header or not others:
+        return delimiter
+    fits = sniff_delimiter(path, encoding, exclude=delimiter)
+    if len(fits) == 1 or (not fits and len(others) == 1):
+        found = fits[0] if fits else others[0]
+        if cfg.delimiter is None:
+            from .errors import is_main_process
+            if is_main_process():
+                import sys
+                print(f"[nlp_transfer] data: read {path} with delimiter {found!r} (sniffed)",
+                      file=sys.stderr, flush=True)
+            return found
+        guess = found
+    else:
+        guess = (fits or others)[0]
+    shown = "tab" if guess == "\t" else guess
+    raise DataError(f"data file {path}", expected=f"a header split by {delimiter!r}",
+                    found=f"one column {header[:80]!r}" + (f" (it splits on {' or '.join(map(repr, fits or others))})"
+                                                          if len(fits or others) > 1 else ""),
+                    fix=f"pass data.delimiter='{shown}'")
+
+
 def _read_file(path: Path, cfg: DataConfig) -> Dataset:
     import datasets
 
@@ -97,7 +160,7 @@ def _read_file(path: Path, cfg: DataConfig) -> Dataset:
                             "text without an extension pass data.delimiter (and data.column_names)")
     kwargs: dict[str, Any] = {}
     if builder == "csv":
-        delimiter = cfg.delimiter or ("\t" if suffix in (".tsv", ".txt") else ",")
+        delimiter = _choose_delimiter(path, cfg, "\t" if suffix in (".tsv", ".txt") else ",")
         # TSV research datasets (GLUE) contain unbalanced quotes: never treat quotes specially.
         kwargs = {"delimiter": delimiter, "encoding": cfg.encoding or "utf-8-sig",
                   "quoting": 3 if delimiter == "\t" else 0}
@@ -219,7 +282,30 @@ def _text_hash(batch: dict[str, list], has_pair: bool) -> dict[str, list[int]]:
     return {"_hash": out}
 
 
-def _canonical_columns(ds: Dataset, cfg: DataConfig, split: str, need_label: bool = True) -> Dataset:
+def _check_text_values(ds: Dataset, role: str, col: str, split: str, cols: list[str]) -> None:
+    """A text column must hold strings: numbers or lists (JSON ``"text": 42``) fail here and say
+    what they hold, instead of every row being dropped as an empty text later."""
+    feat = ds.features[col]
+    dtype = getattr(feat, "dtype", None)
+    if isinstance(feat, Value) and dtype in ("string", "large_string", "null"):
+        return
+    head = ds.select_columns([col])[: min(len(ds), 200)][col]
+    samples = [v for v in head if v is not None and not (isinstance(v, float) and v != v)][:2]
+    if not samples:
+        return  # nothing but missing values: reported as empty texts
+    kind = f"{dtype} values" if isinstance(feat, Value) else (
+        "lists" if isinstance(samples[0], (list, tuple)) else f"{type(feat).__name__} values")
+    shown = ", ".join(str(v) if isinstance(v, (int, float)) else repr(v)[:40] for v in samples)
+    others = [c for c in cols if c != col]
+    store = ("join each list into one string (token lists with one tag per token: task=token_classification)"
+             if kind == "lists" else "store the texts as strings (in JSON: \"42\", not 42)")
+    key = f"{role}_column"
+    raise DataError(f"{role} column '{col}' in the {split} split", expected="text (strings)",
+                    found=f"column '{col}' holds {kind} such as {shown}",
+                    fix=f"point data.{key} at the column with the texts (other columns: {others}), or {store}")
+
+
+def canonical_columns(ds: Dataset, cfg: DataConfig, split: str, need_label: bool = True) -> Dataset:
     cols = ds.column_names
     wanted = {"text": cfg.text_column}
     if cfg.text_pair_column:
@@ -234,6 +320,9 @@ def _canonical_columns(ds: Dataset, cfg: DataConfig, split: str, need_label: boo
             hint = f" (did you mean '{guess[0]}'?)" if guess else ""
             raise DataError(f"{role} column '{col}' in the {split} split", expected=f"a column named '{col}'",
                             found=f"columns {cols}{hint}", fix=f"pass data.{key}=<one of {cols}>")
+    for role in ("text", "text_pair"):
+        if role in wanted:
+            _check_text_values(ds, role, wanted[role], split, cols)
     ds = ds.select_columns(list(wanted.values()))
     renames = {c: r for r, c in wanted.items() if c != r}
     # Avoid collisions (e.g. text column called "label") by renaming through temporaries.
@@ -243,7 +332,7 @@ def _canonical_columns(ds: Dataset, cfg: DataConfig, split: str, need_label: boo
     return ds
 
 
-def _drop_empty(ds: Dataset, has_pair: bool) -> tuple[Dataset, int]:
+def drop_empty(ds: Dataset, has_pair: bool) -> tuple[Dataset, int]:
     def keep(batch: dict[str, list]) -> list[bool]:
         ok = [isinstance(t, str) and t.strip() != "" for t in batch["text"]]
         if has_pair:
@@ -276,7 +365,7 @@ def _label_names(train: Dataset, cfg: DataConfig) -> list[str]:
     return [str(i) for i in ints]
 
 
-def _encode_labels(ds: Dataset, names: list[str], split: str, explicit_ids: bool) -> Dataset:
+def encode_labels(ds: Dataset, names: list[str], split: str, explicit_ids: bool) -> Dataset:
     index = {n: i for i, n in enumerate(names)}
     feat = ds.features["label"]
 
@@ -336,11 +425,11 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     stats: dict[str, Any] = {"dataset": cfg.name}
 
     has_pair = cfg.text_pair_column is not None
-    train = _canonical_columns(raw[cfg.train_split], cfg, "train")
+    train = canonical_columns(raw[cfg.train_split], cfg, "train")
     if len(train) == 0:
         raise DataError("training data", expected="at least 2 labelled rows", found="an empty dataset",
                         fix="check the file or the split name")
-    train, stats["empty_dropped"] = _drop_empty(train, has_pair)
+    train, stats["empty_dropped"] = drop_empty(train, has_pair)
     if len(train) == 0:
         raise DataError("training data", expected="non-empty texts", found="only empty or whitespace texts",
                         fix=f"check data.text_column ('{cfg.text_column}')")
@@ -350,14 +439,14 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
 
     held = None
     if val_name is not None:
-        held = _canonical_columns(raw[val_name], cfg, val_name)
-        held, dropped = _drop_empty(held, has_pair)
+        held = canonical_columns(raw[val_name], cfg, val_name)
+        held, dropped = drop_empty(held, has_pair)
         stats["empty_dropped"] += dropped
     test = None
     if test_name is not None and test_name in raw:
         try:
-            test = _canonical_columns(raw[test_name], cfg, test_name)
-            test, _ = _drop_empty(test, has_pair)
+            test = canonical_columns(raw[test_name], cfg, test_name)
+            test, _ = drop_empty(test, has_pair)
         except DataError:
             test = None  # unlabeled test split (GLUE): cannot be scored
 
@@ -369,11 +458,11 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
         if len(label_names) < 2:
             raise DataError("training labels", expected="at least 2 classes",
                             found=f"a single class {label_names}", fix="check data.label_column or add examples of other classes")
-        train = _encode_labels(train, label_names, "train", explicit_ids)
+        train = encode_labels(train, label_names, "train", explicit_ids)
         if held is not None:
-            held = _encode_labels(held, label_names, val_name, explicit_ids)
+            held = encode_labels(held, label_names, val_name, explicit_ids)
         if test is not None:
-            test = _encode_labels(test, label_names, test_name, explicit_ids)
+            test = encode_labels(test, label_names, test_name, explicit_ids)
     elif task == "regression":
         def to_float(batch: dict[str, list]) -> dict[str, list[float]]:
             try:
@@ -488,4 +577,5 @@ def tokenize(ds: Dataset, tokenizer: Any, max_length: int, num_proc: int | None 
     return out
 
 
-__all__ = ["PreparedData", "load_raw", "prepare_data", "tokenize", "load_bbc_news", "concatenate_datasets"]
+__all__ = ["PreparedData", "load_raw", "prepare_data", "tokenize", "canonical_columns", "drop_empty", "encode_labels",
+           "load_bbc_news", "concatenate_datasets"]

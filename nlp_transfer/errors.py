@@ -44,3 +44,11 @@ class ModelError(NLPTransferError, ValueError):
 
 class EnvironmentSetupError(NLPTransferError, RuntimeError):
     """The machine / launcher setup cannot run the requested configuration."""
+
+
+def is_main_process() -> bool:
+    """True on the process that reports for a launch: rank 0 under torchrun / accelerate launch
+    (``RANK``, else ``LOCAL_RANK``), or a plain single process (neither set)."""
+    import os
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")).strip() or "0"
+    return rank == "0"

@@ -12,13 +12,18 @@ Predictions use the thresholds tuned on held-out data after training::
 
 ``key=value`` arguments override ``configs/multilabel.yaml``.
 """
-import sys
 from pathlib import Path
 
+from nlp_transfer.cli import run_recipe
 from nlp_transfer.config import load_config
 from nlp_transfer.recipe import train
 
 PRESET = Path(__file__).parent / "configs" / "multilabel.yaml"
 
+
+def main(argv: list[str]) -> None:
+    train(load_config(PRESET, argv))
+
+
 if __name__ == "__main__":
-    train(load_config(PRESET, sys.argv[1:]))
+    run_recipe(main)  # errors: one line and the CLI's exit code, like `nlp-transfer train`

@@ -16,19 +16,24 @@ Overrides: the usual ``strategy=...``, ``train.*``, ``model.*``, plus ``multitas
 ``tasks.<name>.<key>`` / ``tasks.<name>.data.<key>``.
 """
 import json
-import sys
 from pathlib import Path
 
+from nlp_transfer.cli import run_recipe
+from nlp_transfer.errors import ConfigError
 from nlp_transfer.multitask import (compare_with_single_task, comparison_table, load_multitask_config,
                                     train_multitask)
 
 PRESET = Path(__file__).parent / "configs" / "multitask_sst2_trec.yaml"
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
+
+def main(argv: list[str]) -> None:
+    args = list(argv)
     preset = PRESET
     if "--config" in args:
         i = args.index("--config")
+        if i + 1 == len(args):
+            raise ConfigError("--config", expected="a multi-task YAML preset after it", found="nothing",
+                              fix="pass --config recipes/configs/multitask_<preset>.yaml")
         preset = Path(args[i + 1])
         del args[i:i + 2]
     if "--compare" in args:
@@ -42,3 +47,7 @@ if __name__ == "__main__":
         (out / "comparison.md").write_text(table + "\n")
     else:
         train_multitask(load_multitask_config(preset, args))
+
+
+if __name__ == "__main__":
+    run_recipe(main)  # errors: one line and the CLI's exit code, like `nlp-transfer train`

@@ -8,9 +8,9 @@
 per-class scores and confusion matrix are in ``<output>/metrics.json`` ("held_out_details")
 and ``<output>/confusion_matrix.png``.
 """
-import sys
 from pathlib import Path
 
+from nlp_transfer.cli import run_recipe
 from nlp_transfer.config import load_config
 from nlp_transfer.recipe import train
 
@@ -33,9 +33,12 @@ def compare(overrides: list[str]) -> None:
         print(f"| {w} | {r:.4f} | {p:.4f} | {f:.4f} | {mf:.4f} | {acc:.4f} | {cm} |")
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--compare" in args:
-        compare([a for a in args if a != "--compare"])
+def main(argv: list[str]) -> None:
+    if "--compare" in argv:
+        compare([a for a in argv if a != "--compare"])
     else:
-        train(load_config(PRESET, args))
+        train(load_config(PRESET, argv))
+
+
+if __name__ == "__main__":
+    run_recipe(main)  # errors: one line and the CLI's exit code, like `nlp-transfer train`

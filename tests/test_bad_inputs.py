@@ -197,6 +197,18 @@ CASES: list[Case] = [
          "found an empty dataset"),
     Case("missing_data_path", lambda c: c.train(data="./no/such/data.csv"),
          "found './no/such/data.csv' does not exist"),
+    Case("delimiter_ambiguous", lambda c: c.train(data=c.write(
+        "amb.txt", "text;label|x\n" + "goal;sport|a\nbank;finance|b\n" * 10)),
+         "found one column 'text;label|x' (it splits on ';' or '|'). Fix: pass data.delimiter=';'"),
+    Case("delimiter_given_but_header_splits_on_another", lambda c: c.train(
+        "data.delimiter=,", data=c.rows_csv("semi.csv", make_rows(30), delimiter=";")),
+         "expected a header split by ',', found one column 'text;label'. Fix: pass data.delimiter=';'"),
+    Case("json_numbers_as_texts", lambda c: c.train(data=c.write("nums.json", json.dumps(
+        [{"text": 42 + i, "label": "ab"[i % 2]} for i in range(20)]))),
+         "column 'text' holds int64 values such as 42, 43"),
+    Case("jsonl_lists_as_texts", lambda c: c.train(data=c.write("lists.jsonl", "".join(
+        json.dumps({"text": ["goal", "match"], "label": "ab"[i % 2]}) + "\n" for i in range(20)))),
+         "column 'text' holds lists such as ['goal', 'match']"),
     Case("folder_without_train_file", lambda c: c.train(data=c.write("d/notes.csv", "a,b\n1,2\n").parent),
          "expected a train.<csv|tsv|jsonl|json|parquet> file"),
     # ---- columns and labels ----------------------------------------------------------
@@ -252,6 +264,21 @@ CASES: list[Case] = [
     Case("missing_config_file", lambda c: ["train", "--config", str(c.tmp / "nope.yaml")],
          "config file: expected an existing YAML file"),
     Case("unknown_metric", lambda c: c.train("eval.metrics=[acuracy]"), "metric 'acuracy'"),
+    Case("malformed_yaml_preset", lambda c: ["train", "--config", str(c.write(
+        "broken.yaml", "model:\n  name: minilm\ntrain:\n  lr: 3e-5\n   epochs: 3\n"))],
+         "broken.yaml: expected valid YAML, found a syntax error at line 5, column 10"),
+    Case("yaml_preset_with_tabs", lambda c: ["train", "--config", str(c.write("tabs.yaml", "train:\n\tlr: 1\n"))],
+         "at line 2, column 1"),
+    Case("broken_override_list", lambda c: c.train("eval.metrics=[accuracy,,f1]"),
+         "override 'eval.metrics': expected a YAML value"),
+    Case("boolean_not_a_boolean", lambda c: c.train("data.dedup=maybe"),
+         "data.dedup: expected true or false (also yes/no, 1/0), found 'maybe'"),
+    Case("boolean_number", lambda c: c.train("output.overwrite=2"), "output.overwrite: expected true or false"),
+    Case("empty_list_item", lambda c: c.train("eval.metrics=accuracy,,"),
+         "eval.metrics: expected a list without empty items, found an empty item at position 2 of 3"),
+    Case("empty_list_item_first", lambda c: c.train("strategy.target_modules=,query", strategy="lora"),
+         "strategy.target_modules: expected a list without empty items, found an empty item at position 1"),
+    Case("delimiter_two_characters", lambda c: c.train("data.delimiter=;;"), "data.delimiter: expected one character"),
     Case("unknown_metric_for_best", lambda c: c.train("eval.metric_for_best=acurracy"), "'acurracy'"),
     # ---- output folder and disk ----------------------------------------------------------
     Case("output_dir_under_a_file", lambda c: c.train(f"output.dir={c.write('a_file', 'x')}/sub"),

@@ -29,7 +29,7 @@ from ..errors import ConfigError, DataError
 if TYPE_CHECKING:  # importing evaluate pulls in transformers.pipelines (seconds): do it lazily
     import evaluate
 
-__all__ = ["AVAILABLE", "ALIASES", "metric_path", "load_metric", "combine", "compute"]
+__all__ = ["AVAILABLE", "ALIASES", "canonical_metric", "metric_path", "load_metric", "combine", "compute"]
 
 #: Metrics shipped with nlp_transfer (each loadable offline).
 AVAILABLE: tuple[str, ...] = (
@@ -53,7 +53,7 @@ _CACHE: dict[str, "evaluate.EvaluationModule"] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _canonical(name: str) -> str | None:
+def canonical_metric(name: str) -> str | None:
     """Our metric name for ``name`` (case/dash-insensitive, aliases applied), else None."""
     key = str(name).strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
@@ -82,7 +82,7 @@ def metric_path(name: str) -> str:
     Raises:
         ConfigError: ``name`` is not one of :data:`AVAILABLE` (or an alias).
     """
-    canonical = _canonical(name)
+    canonical = canonical_metric(name)
     if canonical is None:
         raise _unknown(name, "not shipped with nlp_transfer")
     return str(_METRICS_DIR / canonical)
@@ -109,7 +109,7 @@ def load_metric(name: str, **init_kwargs: Any) -> evaluate.EvaluationModule:
     """
     import evaluate
 
-    canonical = _canonical(name)
+    canonical = canonical_metric(name)
     if int(init_kwargs.get("num_process", 1)) == 1:
         init_kwargs.setdefault("keep_in_memory", True)
     if canonical is not None:
@@ -138,7 +138,7 @@ def combine(names: Iterable[str], force_prefix: bool = False) -> evaluate.Combin
 
 
 def _cached(name: str) -> evaluate.EvaluationModule:
-    key = _canonical(name) or str(name)
+    key = canonical_metric(name) or str(name)
     module = _CACHE.get(key)
     if module is None:
         with _CACHE_LOCK:
@@ -223,7 +223,7 @@ def compute(names: Iterable[str] | str, predictions: Any, references: Any,
                         fix="score the predictions of exactly the examples whose labels you pass")
     out: dict[str, float] = {}
     for (name, module), own in zip(modules, calls):
-        if _canonical(name) is not None:
+        if canonical_metric(name) is not None:
             # Our own modules: call the scoring function directly. Same numbers as
             # module.compute(), without the Arrow write/read round-trip (~10x faster).
             result = module._compute(predictions=predictions, references=references, **own)
