@@ -19,8 +19,8 @@ from .registry import TaskSpec, register_task, unregister_task, unregister_strat
 # saving, loading, pushing and model cards read the registries.
 from . import strategies, tasks  # noqa: E402,F401
 from .strategies import Strategy, register_strategy
+from .version import __version__  # noqa: F401
 
-__version__ = "0.1.0"
 __all__ = ["Recipe", "RecipeConfig", "load_config", "train", "load", "ConfigError", "DataError", "ModelError",
            "NLPTransferError", "Strategy", "TaskSpec", "register_strategy", "register_task", "unregister_strategy",
            "unregister_task"]

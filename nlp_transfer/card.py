@@ -147,7 +147,7 @@ class ModelCardInfo:
         data_cfg = recipe.get("data") if isinstance(recipe.get("data"), dict) else {}
         dataset = data.get("dataset") or data_cfg.get("name")
         head = meta.get("head") if isinstance(meta.get("head"), dict) else {}
-        from . import __version__ as version
+        from .version import __version__ as version
 
         info = cls(
             model_name=(repo_id.split("/")[-1] if repo_id else out.resolve().name),

@@ -367,6 +367,161 @@ def _resolve_metric(task: str, metric: str | None, base: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- the comparison
 
+def _check_grid(strategies: Sequence[str], sizes: Sequence[int | str], seeds: int | Sequence[int],
+                budget_epochs: int | None) -> tuple[list[str], list[int | str], list[int]]:
+    """The strategies, sizes and seeds of a comparison, validated before any work."""
+    unknown = [s for s in strategies if s not in STRATEGY_CHOICES]
+    if unknown or not strategies:
+        raise ConfigError("compare strategies", expected=f"some of {list(STRATEGY_CHOICES)}",
+                          found=repr(list(unknown or strategies)), fix="pass e.g. --strategies frozen lora full scratch")
+    seed_list = list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ConfigError("compare seeds", expected="at least 1 seed", found=repr(seeds), fix="pass --seeds 3")
+    if budget_epochs is not None and budget_epochs < 1:
+        raise ConfigError("compare budget_epochs", expected="an integer >= 1", found=repr(budget_epochs),
+                          fix="pass --budget-epochs 3")
+    return list(dict.fromkeys(strategies)), _parse_sizes(sizes), seed_list
+
+
+def _base_recipe(data: str | DataConfig | dict[str, Any], model: str, task: str, max_length: int | None,
+                 batch_size: int | None, overrides: Sequence[str]) -> dict[str, Any]:
+    """The recipe every run of the comparison shares (as a dict, before the per-run changes)."""
+    if isinstance(data, DataConfig):
+        data_d: dict[str, Any] = dict(vars(data))
+    elif isinstance(data, dict):
+        data_d = dict(data)
+    else:
+        data_d = {"name": str(data)}
+    base: dict[str, Any] = {"model": {"name": model}, "data": data_d, "task": task, "train": {}, "eval": {},
+                            "output": {}}
+    if max_length is not None:
+        base["model"]["max_length"] = int(max_length)
+    if batch_size is not None:
+        base["train"]["batch_size"] = int(batch_size)
+    return apply_overrides(base, list(overrides))
+
+
+@dataclass
+class _Grid:
+    """How each (strategy, size, seed) of a comparison becomes a recipe, and what it costs."""
+    base: dict[str, Any]
+    base_cfg: RecipeConfig
+    out: Path
+    feature_cache: Path
+    n_of: dict[int | str, int]
+    held_out_size: int
+    budget_epochs: int | None
+    min_steps: int | None
+    resolved: str
+    scratch_dir: Path | None = None
+
+    @property
+    def batch(self) -> int:
+        return self.base_cfg.train.batch_size * self.base_cfg.train.gradient_accumulation_steps
+
+    def epochs(self, strategy: str, size: int | str, concrete: str) -> int | None:
+        epochs = self.base["train"].get("epochs")
+        if strategy != "frozen" and self.budget_epochs is not None:
+            epochs = int(self.budget_epochs)
+        if self.min_steps:  # more epochs on small subsets: at least min_steps optimizer steps
+            e0 = int(epochs if epochs is not None else strategy_defaults(concrete)["epochs"])
+            epochs = max(e0, math.ceil(self.min_steps / math.ceil(self.n_of[size] / self.batch)))
+        return epochs
+
+    def config(self, strategy: str, size: int | str, seed: int) -> RecipeConfig:
+        d = copy.deepcopy(self.base)
+        concrete = "full" if strategy == "scratch" else strategy
+        d["strategy"] = {**(d.get("strategy") if isinstance(d.get("strategy"), dict) else {}), "name": concrete}
+        d["data"] = {**d["data"], "max_train_samples": None if size == "all" else int(size)}
+        d["train"] = {**d.get("train", {}), "seed": int(seed)}
+        epochs = self.epochs(strategy, size, concrete)
+        if epochs is not None:
+            d["train"]["epochs"] = int(epochs)
+        if strategy == "scratch":
+            d["model"] = {**d["model"], "name": str(self.scratch_dir)}
+            if self.base_cfg.model.pooling == "auto":  # the pretrained model's fine-tuning pooling
+                from .models import declared_pooling
+                d["model"]["pooling"] = declared_pooling(self.resolved) or "cls"
+        d["output"] = {**d.get("output", {}), "dir": str(self.out / "runs" / f"{strategy}_n{size}_s{seed}"),
+                       "report_to": ["none"], "overwrite": True, "progress_bars": False,
+                       "cache_dir": str(self.feature_cache)}
+        if "checkpoint_every_epoch" not in (self.base.get("output") or {}):
+            # compare resumes whole runs; per-epoch training checkpoints (weights + optimizer) only cost I/O
+            d["output"]["checkpoint_every_epoch"] = False
+        return RecipeConfig.from_dict(d)
+
+    def units(self, strategy: str, size: int | str, cfg: RecipeConfig) -> float:
+        n = self.n_of[size]
+        epochs = cfg.resolved_train()["epochs"]
+        return round(work_units(strategy, n, epochs, self.batch,
+                                self.held_out_size + min(cfg.eval.train_sample_size, n)), 2)
+
+
+def _plan_sizes(size_list: list[int | str], n_full: int, say: Callable[[str], None]) -> list[int | str]:
+    """Sizes at or above the train split's size collapse into ``"all"``; smallest first."""
+    plan_sizes: list[int | str] = []
+    collapsed = []
+    for s in size_list:
+        if s != "all" and int(s) >= n_full:
+            collapsed.append(s)
+            s = "all"
+        if s not in plan_sizes:
+            plan_sizes.append(s)
+    plan_sizes.sort(key=_size_order)
+    if collapsed:
+        say(f"[compare] sizes {collapsed} >= the {n_full:,} training examples: run as 'all'")
+    return plan_sizes
+
+
+def _reuse(record_path: Path, key: str) -> dict[str, Any] | None:
+    """A finished run of the same settings (``resume``), else None."""
+    if not record_path.is_file():
+        return None
+    try:
+        old = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return old if old.get("settings_key") == key and "error" not in old else None
+
+
+def _run_grid(grid: _Grid, plan: list[tuple[str, int | str, int]], metric: str, resume: bool, keep_models: bool,
+              settings: dict[str, Any], say: Callable[[str], None], t_start: float) -> list[dict[str, Any]]:
+    """Every run of the plan in order (finished ones reused), ``compare.json`` updated after each."""
+    from .recipe import train
+
+    runs: list[dict[str, Any]] = []
+    for i, (strategy, size, seed) in enumerate(plan, 1):
+        cfg = grid.config(strategy, size, seed)
+        key = _settings_key(cfg, strategy)
+        old = _reuse(Path(cfg.output.dir) / "run.json", key) if resume else None
+        if old is not None:
+            old["resumed"] = True
+            old["work_units"] = grid.units(strategy, size, cfg)
+            runs.append(old)
+            say(f"[compare] {i}/{len(plan)} {strategy} n={grid.n_of[size]:,} seed={seed}: reused finished run "
+                f"({metric} {report.fmt_num(old['held_out'].get(metric))})")
+            continue
+        eta = _eta(runs, [(s, grid.n_of[z], grid.units(s, z, grid.config(s, z, sd))) for s, z, sd in plan[i - 1:]])
+        say(f"[compare] {i}/{len(plan)} {strategy} n={grid.n_of[size]:,} seed={seed} "
+            f"epochs={cfg.train.epochs or 'default'} | elapsed {report.fmt_seconds(time.time() - t_start)}"
+            + (f", ETA {report.fmt_seconds(eta)}" if eta is not None else ""))
+        rec = _run_one(train, cfg, strategy, size, seed, metric, key, keep_models)
+        rec["work_units"] = grid.units(strategy, size, cfg)
+        if "error" in rec and not any("error" not in r for r in runs):
+            raise NLPTransferError(f"compare run {strategy} n={size} seed={seed}", expected="a successful run",
+                                   found=rec["error"], fix=f"see {rec.get('log')}")
+        runs.append(rec)
+        if "error" in rec:
+            say(f"[compare]   FAILED: {rec['error']} (log: {rec.get('log')})")
+        else:
+            say(f"[compare]   {metric} held-out {rec['held_out'][metric]:.4f} train-sample "
+                f"{rec['train_sample'].get(metric, float('nan')):.4f} gap {rec['gap']:+.4f} in "
+                f"{report.fmt_seconds(rec['wall_s'])} (best epoch {rec['best_epoch']} of {rec['epochs_run']})")
+        _write_json(grid.out / "compare.json", {"format_version": FORMAT_VERSION, "settings": settings,
+                                               "metric": metric, "runs": runs, "complete": False})
+    return runs
+
+
 def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
             strategies: Sequence[str] = ("frozen", "lora", "full", "scratch"),
             sizes: Sequence[int | str] = (100, 500, 2000, "all"), seeds: int | Sequence[int] = 3,
@@ -401,8 +556,7 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
     """
     from .data import prepare_data
     from .features import default_cache_dir
-    from .models import declared_pooling, resolve_model
-    from .recipe import train
+    from .models import resolve_model
 
     import datasets
     import transformers
@@ -411,161 +565,57 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
     transformers.utils.logging.disable_progress_bar()
     say = log or (lambda s: print(s, flush=True))
     t_start = time.time()
-    unknown = [s for s in strategies if s not in STRATEGY_CHOICES]
-    if unknown or not strategies:
-        raise ConfigError("compare strategies", expected=f"some of {list(STRATEGY_CHOICES)}",
-                          found=repr(list(unknown or strategies)), fix="pass e.g. --strategies frozen lora full scratch")
-    strategies = list(dict.fromkeys(strategies))
-    size_list = _parse_sizes(sizes)
-    seed_list = list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ConfigError("compare seeds", expected="at least 1 seed", found=repr(seeds), fix="pass --seeds 3")
-    if budget_epochs is not None and budget_epochs < 1:
-        raise ConfigError("compare budget_epochs", expected="an integer >= 1", found=repr(budget_epochs),
-                          fix="pass --budget-epochs 3")
-
-    # ---- the base recipe every run shares ------------------------------------------
-    if isinstance(data, DataConfig):
-        data_d: dict[str, Any] = dict(vars(data))
-    elif isinstance(data, dict):
-        data_d = dict(data)
-    else:
-        data_d = {"name": str(data)}
-    base: dict[str, Any] = {"model": {"name": model}, "data": data_d, "task": task, "train": {}, "eval": {},
-                            "output": {}}
-    if max_length is not None:
-        base["model"]["max_length"] = int(max_length)
-    if batch_size is not None:
-        base["train"]["batch_size"] = int(batch_size)
-    base = apply_overrides(base, list(overrides))
+    strategies, size_list, seed_list = _check_grid(strategies, sizes, seeds, budget_epochs)
+    base = _base_recipe(data, model, task, max_length, batch_size, overrides)
     base_cfg = RecipeConfig.from_dict(base)  # validates every key once, before any work
     metric = _resolve_metric(task, metric, base)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     feature_cache = Path(cache_dir) if cache_dir else (Path(base_cfg.output.cache_dir) if base_cfg.output.cache_dir
                                                        else default_cache_dir())
-    scratch_cache = feature_cache.parent / "scratch"
 
     # ---- the data once: sizes, held-out, labels -------------------------------------
     prepared = prepare_data(base_cfg.data, task)
     n_full = len(prepared.train)
-    plan_sizes: list[int | str] = []
-    collapsed = []
-    for s in size_list:
-        if s != "all" and int(s) >= n_full:
-            collapsed.append(s)
-            s = "all"
-        if s not in plan_sizes:
-            plan_sizes.append(s)
-    plan_sizes.sort(key=_size_order)
-    if collapsed:
-        say(f"[compare] sizes {collapsed} >= the {n_full:,} training examples: run as 'all'")
-    n_of = {s: (n_full if s == "all" else int(s)) for s in plan_sizes}
-
-    resolved = resolve_model(model)
-    pooling = base_cfg.model.pooling
-    scratch_dir = None
+    plan_sizes = _plan_sizes(size_list, n_full, say)
+    grid = _Grid(base, base_cfg, out, feature_cache, {s: (n_full if s == "all" else int(s)) for s in plan_sizes},
+                 len(prepared.held_out), budget_epochs, min_steps, resolve_model(model))
     if "scratch" in strategies:
-        scratch_dir = build_scratch_model(model, scratch_cache, revision=base_cfg.model.revision,
-                                          trust_remote_code=base_cfg.model.trust_remote_code)
-        say(f"[compare] scratch model (random init of {resolved}): {scratch_dir}")
-
-    bs = base_cfg.train.batch_size * base_cfg.train.gradient_accumulation_steps
-    output_fields = {f.name for f in dataclasses.fields(base_cfg.output)}
-
-    def run_config(strategy: str, size: int | str, seed: int) -> RecipeConfig:
-        d = copy.deepcopy(base)
-        concrete = "full" if strategy == "scratch" else strategy
-        d["strategy"] = {**(d.get("strategy") if isinstance(d.get("strategy"), dict) else {}), "name": concrete}
-        d["data"] = {**d["data"], "max_train_samples": None if size == "all" else int(size)}
-        d["train"] = {**d.get("train", {}), "seed": int(seed)}
-        epochs = d["train"].get("epochs")
-        if strategy != "frozen" and budget_epochs is not None:
-            epochs = int(budget_epochs)
-        if min_steps:
-            e0 = int(epochs if epochs is not None else strategy_defaults(concrete)["epochs"])
-            steps_per_epoch = math.ceil(n_of[size] / bs)
-            epochs = max(e0, math.ceil(min_steps / steps_per_epoch))
-        if epochs is not None:
-            d["train"]["epochs"] = int(epochs)
-        if strategy == "scratch":
-            d["model"] = {**d["model"], "name": str(scratch_dir)}
-            if pooling == "auto":  # the pretrained model's fine-tuning pooling
-                d["model"]["pooling"] = declared_pooling(resolved) or "cls"
-        d["output"] = {**d.get("output", {}), "dir": str(out / "runs" / f"{strategy}_n{size}_s{seed}"),
-                       "report_to": ["none"], "overwrite": True, "progress_bars": False,
-                       "cache_dir": str(feature_cache)}
-        if "checkpoint_every_epoch" in output_fields and "checkpoint_every_epoch" not in (base.get("output") or {}):
-            # compare resumes whole runs; per-epoch training checkpoints (weights + optimizer) only cost I/O
-            d["output"]["checkpoint_every_epoch"] = False
-        return RecipeConfig.from_dict(d)
-
+        grid.scratch_dir = build_scratch_model(model, feature_cache.parent / "scratch",
+                                               revision=base_cfg.model.revision,
+                                               trust_remote_code=base_cfg.model.trust_remote_code)
+        say(f"[compare] scratch model (random init of {grid.resolved}): {grid.scratch_dir}")
     limits = dict(max_size or {})
     bad = [k for k in limits if k not in strategies]
     if bad:
         raise ConfigError("compare max_size", expected=f"strategies among {strategies}", found=repr(bad),
                           fix="cap only strategies that are compared, e.g. --max-size full=200")
-    def units_of(strategy: str, size: int | str, cfg: RecipeConfig) -> float:
-        n = n_of[size]
-        epochs = cfg.resolved_train()["epochs"]
-        return round(work_units(strategy, n, epochs, bs, len(prepared.held_out) + min(cfg.eval.train_sample_size, n)), 2)
-
     plan = [(strategy, size, seed) for seed in seed_list for size in plan_sizes for strategy in strategies
-            if strategy not in limits or n_of[size] <= int(limits[strategy])]
+            if strategy not in limits or grid.n_of[size] <= int(limits[strategy])]
     settings = {
-        "data": base_cfg.data.name, "model": model, "model_path": resolved, "task": task, "metric": metric,
+        "data": base_cfg.data.name, "model": model, "model_path": grid.resolved, "task": task, "metric": metric,
         "strategies": strategies, "sizes": [str(s) for s in plan_sizes], "seeds": seed_list,
-        "budget_epochs": budget_epochs, "min_steps": min_steps, "max_size": limits or None, "max_length": base_cfg.model.max_length,
-        "batch_size": base_cfg.train.batch_size, "overrides": list(overrides),
-        "train_size_full": n_full, "held_out_size": len(prepared.held_out),
+        "budget_epochs": budget_epochs, "min_steps": min_steps, "max_size": limits or None,
+        "max_length": base_cfg.model.max_length, "batch_size": base_cfg.train.batch_size,
+        "overrides": list(overrides), "train_size_full": n_full, "held_out_size": len(prepared.held_out),
         "held_out_source": prepared.stats.get("held_out_source"), "label_names": prepared.label_names,
         "held_out_chance": _majority_share(prepared.held_out) if task == "sequence_classification" else None,
         "data_seed": base_cfg.data.seed, "feature_cache": str(feature_cache),
-        "scratch_model": str(scratch_dir) if scratch_dir else None,
+        "scratch_model": str(grid.scratch_dir) if grid.scratch_dir else None,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {_torch_threads()}, {_device()}",
         "python": platform.python_version(),
     }
     say(f"[compare] {len(plan)} runs: {len(strategies)} strategies x {len(plan_sizes)} sizes "
         f"{[report.fmt_size(s, n_full) for s in plan_sizes]} x {len(seed_list)} seeds; "
         f"held-out {len(prepared.held_out):,} examples; metric {metric}")
+    runs = _run_grid(grid, plan, metric, resume, keep_models, settings, say, t_start)
+    return _conclude(out, runs, metric, strategies, settings, tolerance, base_cfg, title, model, say, t_start)
 
-    runs: list[dict[str, Any]] = []
-    for i, (strategy, size, seed) in enumerate(plan, 1):
-        cfg = run_config(strategy, size, seed)
-        run_dir = Path(cfg.output.dir)
-        key = _settings_key(cfg, strategy)
-        record_path = run_dir / "run.json"
-        if resume and record_path.is_file():
-            try:
-                old = json.loads(record_path.read_text())
-            except (OSError, ValueError):
-                old = {}
-            if old.get("settings_key") == key and "error" not in old:
-                old["resumed"] = True
-                old["work_units"] = units_of(strategy, size, cfg)
-                runs.append(old)
-                say(f"[compare] {i}/{len(plan)} {strategy} n={n_of[size]:,} seed={seed}: reused finished run "
-                    f"({metric} {report.fmt_num(old['held_out'].get(metric))})")
-                continue
-        eta = _eta(runs, [(s, n_of[z], units_of(s, z, run_config(s, z, sd))) for s, z, sd in plan[i - 1:]])
-        say(f"[compare] {i}/{len(plan)} {strategy} n={n_of[size]:,} seed={seed} epochs={cfg.train.epochs or 'default'}"
-            f" | elapsed {report.fmt_seconds(time.time() - t_start)}"
-            + (f", ETA {report.fmt_seconds(eta)}" if eta is not None else ""))
-        rec = _run_one(train, cfg, strategy, size, seed, metric, key, keep_models)
-        rec["work_units"] = units_of(strategy, size, cfg)
-        if "error" in rec and not any("error" not in r for r in runs):
-            raise NLPTransferError(f"compare run {strategy} n={size} seed={seed}", expected="a successful run",
-                                   found=rec["error"], fix=f"see {rec.get('log')}")
-        runs.append(rec)
-        if "error" in rec:
-            say(f"[compare]   FAILED: {rec['error']} (log: {rec.get('log')})")
-        else:
-            say(f"[compare]   {metric} held-out {rec['held_out'][metric]:.4f} train-sample "
-                f"{rec['train_sample'].get(metric, float('nan')):.4f} gap {rec['gap']:+.4f} in "
-                f"{report.fmt_seconds(rec['wall_s'])} (best epoch {rec['best_epoch']} of {rec['epochs_run']})")
-        _write_json(out / "compare.json", {"format_version": FORMAT_VERSION, "settings": settings, "metric": metric,
-                                          "runs": runs, "complete": False})
 
+def _conclude(out: Path, runs: list[dict[str, Any]], metric: str, strategies: list[str], settings: dict[str, Any],
+              tolerance: float, base_cfg: RecipeConfig, title: str | None, model: str, say: Callable[[str], None],
+              t_start: float) -> CompareResult:
+    """Summary, recommendation, table/plot/HTML/JSON outputs and the closing printout."""
     summary = summarize(runs, metric, strategies)
     rec_ = recommend(summary, metric, tolerance=tolerance, gap_warning=base_cfg.eval.gap_warning)
     title = title or f"nlp-transfer compare: {Path(str(base_cfg.data.name)).name} with {Path(model).name}"

@@ -36,7 +36,7 @@ class TaskEntry:
     metric_for_best: str | None = None
 
     def __post_init__(self) -> None:
-        from .models import TASKS
+        from .registry import TASKS
         if self.task not in TASKS or self.task == "multi_task":
             raise ConfigError(f"tasks.{self.name}.task", expected=f"one of {sorted(TASKS)}", found=repr(self.task)
                               + closest(str(self.task), list(TASKS)), fix="pick a single-task type for each task")
