@@ -71,7 +71,7 @@ def _texts(quick: bool) -> tuple[list[str], list[int]]:
 
 
 def _transfer_model(model_path: str) -> Any:
-    from nlp_transfer.models import build_model
+    from nlp_transfer.model import build_model
 
     model, _, _ = build_model(model_path, "sequence_classification", 2, "mean", 0.1, strategy="full")
     return model

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Recipe, RecipeConfig, load_config
-from .errors import ConfigError, DataError, ModelError, NLPTransferError
-from .registry import TaskSpec, register_task, unregister_task, unregister_strategy
+from nlp_transfer.config import Recipe, RecipeConfig, load_config
+from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError
+from nlp_transfer.registry import TaskSpec, register_task, unregister_task, unregister_strategy
 # Importing these registers the built-in strategies (full, frozen, lora, partial, auto) and tasks
 # (sequence_classification, regression, token_classification, multi_label): config validation,
 # saving, loading, pushing and model cards read the registries.
-from . import strategies, tasks  # noqa: E402,F401
-from .strategies import Strategy, register_strategy
-from .version import __version__  # noqa: F401
+from nlp_transfer import strategies, tasks  # noqa: E402,F401
+from nlp_transfer.strategies import Strategy, register_strategy
+from nlp_transfer.version import __version__  # noqa: F401
 
 __all__ = ["Recipe", "RecipeConfig", "load_config", "train", "load", "ConfigError", "DataError", "ModelError",
            "NLPTransferError", "Strategy", "TaskSpec", "register_strategy", "register_task", "unregister_strategy",
@@ -28,7 +28,7 @@ __all__ = ["Recipe", "RecipeConfig", "load_config", "train", "load", "ConfigErro
 
 def train(cfg: RecipeConfig | None = None, **kwargs: Any):  # noqa: ANN201 - see recipe.TrainResult
     """Run a recipe. ``train(Recipe(...))`` or ``train(model=..., data=..., strategy=...)``."""
-    from .recipe import train as _train
+    from nlp_transfer.recipe import train as _train
     if cfg is None:
         cfg = RecipeConfig(**kwargs)
     return _train(cfg)
@@ -36,5 +36,5 @@ def train(cfg: RecipeConfig | None = None, **kwargs: Any):  # noqa: ANN201 - see
 
 def load(path_or_repo: str, **kwargs: Any):  # noqa: ANN201 - see predict.Predictor
     """Load a trained output folder (or Hub repo id) as a predictor."""
-    from .predict import load as _load
+    from nlp_transfer.predict import load as _load
     return _load(path_or_repo, **kwargs)

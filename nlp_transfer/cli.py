@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn
 
-from .errors import NLPTransferError, is_main_process
+from nlp_transfer.errors import NLPTransferError, is_main_process
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .recipe import train
-    from .multitask import is_multitask_config
+    from nlp_transfer.config import load_config
+    from nlp_transfer.recipe import train
+    from nlp_transfer.multitask import is_multitask_config
     if args.config and is_multitask_config(args.config):  # a preset with a `tasks:` mapping
-        from .multitask import load_multitask_config, train_multitask
+        from nlp_transfer.multitask import load_multitask_config, train_multitask
         train_multitask(load_multitask_config(args.config, args.overrides))
         return 0
     cfg = load_config(args.config, args.overrides)
@@ -25,7 +25,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import load
+    from nlp_transfer.predict import load
     texts: list[str] = list(args.text or [])
     if args.file:
         texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -40,7 +40,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .predict import evaluate_output
+    from nlp_transfer.predict import evaluate_output
     overrides = {}
     for item in args.set or []:
         k, _, v = item.partition("=")
@@ -82,7 +82,10 @@ def subcommands() -> dict[str, Callable[["argparse._SubParsersAction"], None]]: 
 
     The subcommands defined in their own modules are imported here, normally: a module that
     fails to import fails ``nlp-transfer`` with its error instead of hiding the subcommand."""
-    from . import compare, hub, preflight, rank
+    from nlp_transfer.selection import compare
+    from nlp_transfer.publish import hub
+    from nlp_transfer.training import preflight
+    from nlp_transfer.selection import rank
     return {
         "train": _add_train,
         "predict": _add_predict,
@@ -135,7 +138,7 @@ def os_error_message(e: OSError) -> str:
     """One line for an operating-system error: which file, what went wrong, what to do."""
     import errno
 
-    from .errors import make_message
+    from nlp_transfer.errors import make_message
     target = f" on {e.filename}" if getattr(e, "filename", None) else ""
     reason = e.strerror or str(e) or type(e).__name__
     found = f"{type(e).__name__} [Errno {e.errno}] {reason}" if e.errno is not None else f"{type(e).__name__}: {reason}"

@@ -34,21 +34,21 @@ from typing import Any
 import torch
 
 # The pieces of a multi-task run live in their layers; these names stay importable from here.
-from .multitask_config import (SAMPLING, MultiTaskConfig, MultiTaskSettings, TaskEntry,  # noqa: F401
-                               apply_multitask_overrides, is_multitask_config, load_multitask_config)
-from .multitask_model import MultiHead, MultiTaskModel, TaskView  # noqa: F401
-from .predict import MultiTaskPredictor, load_multitask  # noqa: F401
-from .readers import READERS, read_trec  # noqa: F401
-from .rebuild import rebuild_model
-from .recipe import TrainResult, is_main_process, push_if_configured
-from .training import RunPlan, run_plan
-from .training.sampling import combine_scores, task_probabilities, task_schedule  # noqa: F401
+from nlp_transfer.config.multitask import (SAMPLING, MultiTaskConfig, MultiTaskSettings, TaskEntry,  # noqa: F401
+                                           apply_multitask_overrides, is_multitask_config, load_multitask_config)
+from nlp_transfer.model.multitask import MultiHead, MultiTaskModel, TaskView  # noqa: F401
+from nlp_transfer.predict import MultiTaskPredictor, load_multitask  # noqa: F401
+from nlp_transfer.data.readers import READERS, read_trec  # noqa: F401
+from nlp_transfer.predict.rebuild import rebuild_model
+from nlp_transfer.recipe import TrainResult, is_main_process, push_if_configured
+from nlp_transfer.training import RunPlan, run_plan
+from nlp_transfer.training.sampling import combine_scores, task_probabilities, task_schedule  # noqa: F401
 
 
 def train_multitask(cfg: MultiTaskConfig) -> TrainResult:
     """Train one shared encoder with a head per task through the engine (the same loop, checkpoints,
     resume and atomic output as a single-task recipe); push when ``hub.push`` is set."""
-    from .preflight import check as preflight_check
+    from nlp_transfer.training.preflight import check as preflight_check
 
     preflight_check(cfg.base)  # launch setup, batch/process counts, precision: before anything is written
     result = TrainResult.of(run_plan(RunPlan.multitask(cfg)))
@@ -60,7 +60,7 @@ def train_multitask(cfg: MultiTaskConfig) -> TrainResult:
 
 def load_multitask_model(path: str | Path, device: str | torch.device | None = None, allow_pickle: bool = False,
                          trust_remote_code: bool = False) -> tuple[MultiTaskModel, Any, dict[str, Any], Path]:
-    """Rebuild the trained multi-task model (LoRA merged): see nlp_transfer.rebuild.rebuild_model."""
+    """Rebuild the trained multi-task model (LoRA merged): see nlp_transfer.predict.rebuild.rebuild_model."""
     return rebuild_model(path, device, allow_pickle, trust_remote_code, expect_multi_task=True)
 
 

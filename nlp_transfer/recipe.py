@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .config import RecipeConfig
-from .training import RunPlan, RunResult, run_plan
+from nlp_transfer.config import RecipeConfig
+from nlp_transfer.training import RunPlan, RunResult, run_plan
 
 
 @dataclasses.dataclass
@@ -22,7 +22,7 @@ class TrainResult(RunResult):
         return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(RunResult)})
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        from .hub import push_to_hub
+        from nlp_transfer.publish.hub import push_to_hub
         return push_to_hub(self.output_dir, repo_id, **kwargs)
 
 
@@ -40,15 +40,15 @@ def is_main_process() -> bool:
 
 def train(cfg: RecipeConfig) -> TrainResult:
     """Run a recipe end to end and return where its output folder is."""
-    from .preflight import check as preflight_check
+    from nlp_transfer.training.preflight import check as preflight_check
 
     # Known-bad launch/strategy combinations fail here, before anything is written.
     preflight_check(cfg)
     plan = RunPlan.single(cfg)
     if cfg.strategy.name == "auto":
         # Measured, not guessed: examples per class, a linear probe of the frozen features,
-        # model size vs the device, and the time budget decide (see nlp_transfer/auto.py).
-        from .strategy_auto import resolve_auto
+        # model size vs the device, and the time budget decide (see nlp_transfer/selection/decide.py).
+        from nlp_transfer.selection.auto import resolve_auto
         cfg, decision = resolve_auto(cfg)
         plan = RunPlan.single(cfg)
         plan.extra_metrics["auto"] = decision.to_dict()

@@ -16,7 +16,7 @@ Adding one::
         name = "bias_only"
         ...
 
-    from nlp_transfer.models import TaskSpec, register_task
+    from nlp_transfer.model import TaskSpec, register_task
     register_task(TaskSpec(name="ordinal", head="linear", ...))
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ConfigError
+from nlp_transfer.errors import ConfigError
 
 #: name -> strategy class (a ``strategies.Strategy`` subclass), in registration order.
 STRATEGIES: dict[str, type] = {}

@@ -10,7 +10,7 @@ knows, and nothing outside it branches on its name:
   (``uses_feature_cache``) and whether the encoder changes (``trains_encoder``: pooling);
 - saving and reloading: :meth:`~Strategy.save` writes the output folder;
   :meth:`~Strategy.needs_base_model` and :meth:`~Strategy.load_trained` rebuild it for
-  inference (through :func:`nlp_transfer.rebuild.rebuild_model`);
+  inference (through :func:`nlp_transfer.predict.rebuild.rebuild_model`);
 - publishing: the files a Hub push uploads (:meth:`~Strategy.weight_files`,
   :meth:`~Strategy.prepare_push`), its commit message, the model card's words, tags and plain
   loading snippet; preflight facts (``freezes_parameters``, ``saved_weights``).
@@ -37,11 +37,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import registry
-from .config import StrategyConfig
-from .errors import ConfigError, ModelError
-from .models import TransferModel
-from .registry import STRATEGIES, strategy_class, unregister_strategy  # noqa: F401  (STRATEGIES: the registry)
+from nlp_transfer import registry
+from nlp_transfer.config import StrategyConfig
+from nlp_transfer.errors import ConfigError, ModelError
+from nlp_transfer.model import TransferModel
+from nlp_transfer.registry import STRATEGIES, strategy_class, unregister_strategy  # noqa: F401  (STRATEGIES: the registry)
 
 
 def _is_unused_pooler(name: str) -> bool:
@@ -500,7 +500,7 @@ class LoraStrategy(Strategy):
 
 class AutoStrategy(Strategy):
     """``strategy=auto``: not a way to train but a request to choose one. ``recipe.train`` resolves
-    it (:func:`nlp_transfer.strategy_auto.resolve_auto`) to a concrete strategy before training."""
+    it (:func:`nlp_transfer.selection.auto.resolve_auto`) to a concrete strategy before training."""
     name = "auto"
     concrete = False
     freezes_parameters = True  # it may pick frozen, lora or partial

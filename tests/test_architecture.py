@@ -19,15 +19,14 @@ MAX_FUNCTION_LINES = 150
 LAYERS: dict[str, int] = {
     "nlp_transfer.errors": 0, "nlp_transfer.registry": 0, "nlp_transfer.version": 0, "nlp_transfer.metrics": 0,
     "nlp_transfer.config": 1,
-    "nlp_transfer.data": 2, "nlp_transfer.readers": 2, "nlp_transfer.data_args": 2, "nlp_transfer.ner": 2,
-    "nlp_transfer.multilabel": 2, "nlp_transfer.multitask_config": 2,
-    "nlp_transfer.models": 3, "nlp_transfer.multitask_model": 3, "nlp_transfer.features": 3,
+    "nlp_transfer.data": 2, "nlp_transfer.config.multitask": 2,  # multi-task entries name data readers
+    "nlp_transfer.tasks.ner.conll": 2, "nlp_transfer.tasks.multilabel.labels": 2,  # pure label utilities
+    "nlp_transfer.model": 3,
     "nlp_transfer.strategies": 4, "nlp_transfer.tasks": 4,
-    "nlp_transfer.training": 5, "nlp_transfer.loop": 5, "nlp_transfer.checkpoint": 5, "nlp_transfer.preflight": 5,
-    "nlp_transfer.rebuild": 6, "nlp_transfer.predict": 6,
-    "nlp_transfer.hub": 7, "nlp_transfer.card": 7, "nlp_transfer.report": 7, "nlp_transfer.transferability": 7,
-    "nlp_transfer.rank": 7, "nlp_transfer.auto": 7, "nlp_transfer.strategy_auto": 7,
-    "nlp_transfer.recipe": 8, "nlp_transfer.multitask": 8, "nlp_transfer.compare": 8,
+    "nlp_transfer.training": 5,
+    "nlp_transfer.predict": 6,
+    "nlp_transfer.publish": 7, "nlp_transfer.selection": 7,
+    "nlp_transfer.recipe": 8, "nlp_transfer.multitask": 8, "nlp_transfer.selection.compare": 8,
     "nlp_transfer.cli": 9, "nlp_transfer": 9,
 }
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from nlp_transfer import auto
-from nlp_transfer.auto import (
+from nlp_transfer.selection import decide as auto
+from nlp_transfer.selection.decide import (
     DEFAULT_THRESHOLDS,
     THRESHOLD_DOCS,
     Signals,

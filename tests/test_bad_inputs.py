@@ -25,7 +25,7 @@ from typing import Callable
 import pytest
 
 from conftest import recipe_kwargs
-from nlp_transfer import preflight
+from nlp_transfer.training import preflight
 from nlp_transfer.cli import main as cli
 from toy import TOPICS, make_rows, write_csv
 

@@ -314,17 +314,19 @@ def test_subcommand_table_is_explicit_and_complete(capsys: pytest.CaptureFixture
 
 
 def test_a_subcommand_module_that_fails_to_import_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    import nlp_transfer
-    monkeypatch.delattr(nlp_transfer, "rank", raising=False)
-    monkeypatch.setitem(sys.modules, "nlp_transfer.rank", None)  # `from . import rank` -> ImportError
-    with pytest.raises(ImportError, match="nlp_transfer.rank"):
+    import nlp_transfer.selection
+    monkeypatch.delattr(nlp_transfer.selection, "rank", raising=False)
+    monkeypatch.setitem(sys.modules, "nlp_transfer.selection.rank", None)  # `import ... rank` -> ImportError
+    with pytest.raises(ImportError, match="nlp_transfer.selection.rank"):
         cli.build_parser()
 
 
 # --------------------------------------------------------------------------- public names
 
 def test_public_names_replace_the_private_ones() -> None:
-    from nlp_transfer import config, data, metrics
+    from nlp_transfer import metrics
+    from nlp_transfer import config
+    from nlp_transfer import data
     assert config.closest("lorra", ["lora", "full"]) == " (did you mean 'lora'?)"
     assert metrics.canonical_metric("ACC") == "accuracy" and metrics.canonical_metric("nope") is None
     assert callable(data.canonical_columns) and callable(data.drop_empty) and callable(data.encode_labels)

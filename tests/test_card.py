@@ -12,7 +12,7 @@ import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from nlp_transfer.card import ModelCardInfo, render_model_card, write_model_card
+from nlp_transfer.publish.card import ModelCardInfo, render_model_card, write_model_card
 from nlp_transfer.errors import ModelError
 
 # huggingface_hub's own LFS PUT passes a file object as `data=`; httpx2 deprecates that spelling.

@@ -11,9 +11,9 @@ import pytest
 from safetensors.torch import load_file
 
 from nlp_transfer.cli import main
-from nlp_transfer.compare import _eta, build_scratch_model, compare, recommend, summarize, work_units
+from nlp_transfer.selection.compare import _eta, build_scratch_model, compare, recommend, summarize, work_units
 from nlp_transfer.errors import ConfigError
-from nlp_transfer.report import fmt_mean_std, fmt_params
+from nlp_transfer.selection.report import fmt_mean_std, fmt_params
 
 #: Settings that make the toy task learnable in seconds (see conftest.recipe_kwargs).
 TOY = ["model.pooling=mean", "train.lr=2e-3", "train.head_lr=1e-2", "train.batch_size=16",

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from conftest import recipe_kwargs
 from nlp_transfer import Recipe
-from nlp_transfer import checkpoint as ckpt
+from nlp_transfer.training import checkpoint as ckpt
 from nlp_transfer.errors import NLPTransferError
 from nlp_transfer.multitask import MultiTaskConfig, train_multitask
 from nlp_transfer.recipe import train

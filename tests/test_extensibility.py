@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from conftest import recipe_kwargs
 from hub_server import LocalHub
 from nlp_transfer import ConfigError, Recipe, load, train
-from nlp_transfer.models import TASKS, TaskSpec, auto_pooling, register_task, unregister_task
+from nlp_transfer.model import TASKS, TaskSpec, auto_pooling, register_task, unregister_task
 from nlp_transfer.predict import Predictor
 from nlp_transfer.registry import STRATEGIES
 from nlp_transfer.strategies import Strategy, register_strategy, save_head, unregister_strategy
@@ -124,7 +124,7 @@ def test_registration_is_undone():
 
 def test_bias_only_trains_saves_loads_pushes_and_describes_itself(
         bias_only, tiny_model: Path, toy_csv: Path, tmp_path: Path, hub: LocalHub) -> None:
-    from nlp_transfer.hub import push_to_hub
+    from nlp_transfer.publish.hub import push_to_hub
 
     out = tmp_path / "bitfit"
     r = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, out, "bias_only", train={"epochs": 3})))
@@ -223,7 +223,7 @@ def ordinal():
 
 def test_ordinal_task_trains_saves_loads_predicts_and_describes_itself(
         ordinal, tiny_model: Path, toy_csv: Path, tmp_path: Path) -> None:
-    from nlp_transfer.card import write_model_card
+    from nlp_transfer.publish.card import write_model_card
     from nlp_transfer.predict import evaluate_output
 
     with pytest.raises(ConfigError, match="train.class_weights: expected none with task=ordinal"):

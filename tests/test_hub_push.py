@@ -25,8 +25,8 @@ from conftest import recipe_kwargs
 from hub_server import LocalHub
 from nlp_transfer import ConfigError, ModelError, NLPTransferError, Recipe, load, train
 from nlp_transfer.errors import EnvironmentSetupError
-from nlp_transfer.hub import PushResult, push_to_hub, resolve_base_reference
-from nlp_transfer.models import weights_sha256
+from nlp_transfer.publish.hub import PushResult, push_to_hub, resolve_base_reference
+from nlp_transfer.model import weights_sha256
 
 # huggingface_hub's own LFS PUT passes a file object as `data=`; httpx2 deprecates that spelling.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -453,7 +453,7 @@ def test_embedded_minilm_is_referenced_by_its_hub_id(hub: LocalHub) -> None:
     Hub's copy is verified to hold the same weights (here: the local server seeded with them)."""
     from huggingface_hub import HfApi
 
-    from nlp_transfer.models import DEFAULT_MODEL, embedded_model_path
+    from nlp_transfer.model import DEFAULT_MODEL, embedded_model_path
 
     emb = embedded_model_path()
     if emb is None:

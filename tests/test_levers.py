@@ -17,7 +17,7 @@ from conftest import recipe_kwargs
 from nlp_transfer import Recipe, load, train
 from nlp_transfer.data import NUM_PROC_MIN_ROWS, resolve_num_proc, tokenize
 from nlp_transfer.errors import ConfigError
-from nlp_transfer.models import load_tokenizer
+from nlp_transfer.model import load_tokenizer
 
 PROBE = ["stocks fell on the market", "the team won the match", "a new phone chip"]
 
@@ -148,8 +148,8 @@ def test_column_numpy_reads_through_arrow_and_matches_the_lazy_column() -> None:
 def test_single_texts_store_only_token_ids_and_features_match_full_masks(tiny_model) -> None:
     """Lean tokenisation (memory lever): no stored attention_mask / token_type_ids for single
     texts; the collator builds the mask per batch, so features equal a fully masked forward."""
-    from nlp_transfer.features import extract_features
-    from nlp_transfer.models import build_model
+    from nlp_transfer.model.features import extract_features
+    from nlp_transfer.model import build_model
     from nlp_transfer.training.evaluate import default_collator
 
     tok = load_tokenizer(str(tiny_model))

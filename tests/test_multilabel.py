@@ -1,4 +1,4 @@
-"""Tests for nlp_transfer.multilabel: parsing, encoding, threshold tuning, scores, GoEmotions."""
+"""Tests for nlp_transfer.tasks.multilabel.labels: parsing, encoding, threshold tuning, scores, GoEmotions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nlp_transfer.errors import DataError
-from nlp_transfer.multilabel import (
+from nlp_transfer.tasks.multilabel.labels import (
     apply_thresholds,
     decode,
     encode,

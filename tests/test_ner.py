@@ -1,4 +1,4 @@
-"""Tests for nlp_transfer.ner: CoNLL reading, tagging schemes, sub-word alignment, spans."""
+"""Tests for nlp_transfer.tasks.ner.conll: CoNLL reading, tagging schemes, sub-word alignment, spans."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nlp_transfer.errors import DataError, ModelError
-from nlp_transfer.ner import (
+from nlp_transfer.tasks.ner.conll import (
     IGNORE_INDEX,
     align_labels,
     decode_entities,

@@ -23,7 +23,7 @@ from accelerate.utils.launch import (prepare_deepspeed_cmd_env, prepare_multi_gp
                                      prepare_simple_launcher_cmd_env)
 
 from conftest import recipe_kwargs  # noqa: E402
-from nlp_transfer import preflight as pf  # noqa: E402
+from nlp_transfer.training import preflight as pf  # noqa: E402
 from nlp_transfer.cli import main as cli  # noqa: E402
 from nlp_transfer.config import RecipeConfig  # noqa: E402
 from nlp_transfer.errors import ConfigError, EnvironmentSetupError  # noqa: E402
@@ -394,7 +394,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from transformers.models.bert.modeling_bert import BertLayer
 from nlp_transfer.config import StrategyConfig
-from nlp_transfer.models import build_model
+from nlp_transfer.model import build_model
 from nlp_transfer.strategies import get_strategy
 results = {}
 for strategy in ("full", "frozen", "partial", "lora"):

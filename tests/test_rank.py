@@ -14,7 +14,7 @@ from conftest import recipe_kwargs
 from nlp_transfer.cli import main
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError, ModelError
-from nlp_transfer.rank import extract_layer_features, rank_models, recommend_model, stratified_indices
+from nlp_transfer.selection.rank import extract_layer_features, rank_models, recommend_model, stratified_indices
 
 
 def test_informative_model_outranks_blind_copy(tiny_model: Path, blind_model: Path, toy_csv: Path) -> None:

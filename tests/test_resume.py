@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from nlp_transfer import checkpoint as ckpt
+from nlp_transfer.training import checkpoint as ckpt
 from toy import make_rows, write_csv
 
 WEIGHTS = {"full": "model.safetensors", "frozen": "head.safetensors", "lora": "adapter_model.safetensors"}

@@ -178,7 +178,7 @@ def test_no_secret_in_logs_configs_cards_or_metrics(tiny_model, toy_csv, tmp_pat
                        output={"report_to": ["tensorboard"], "cache_dir": str(cache), "progress_bars": True})
     args = [f"{s}.{k}={v if isinstance(v, str) else json.dumps(v)}" for s, sec in kw.items() for k, v in sec.items()]
     assert cli(["train", *args]) == 0
-    from nlp_transfer.card import write_model_card
+    from nlp_transfer.publish.card import write_model_card
     write_model_card(out)
     captured = capfd.readouterr()
     files = [p for root in (out, cache) for p in root.rglob("*") if p.is_file()]

@@ -10,7 +10,7 @@ import pytest
 from conftest import recipe_kwargs
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError
-from nlp_transfer.strategy_auto import device_info, measure_signals, resolve_auto
+from nlp_transfer.selection.auto import device_info, measure_signals, resolve_auto
 from toy import make_rows, write_csv
 
 
@@ -43,7 +43,7 @@ def test_few_labels_resolve_to_frozen_with_measured_numbers(tiny_model: Path, to
 def test_train_with_auto_records_the_decision_and_reuses_probe_features(tiny_model: Path, toy_csv: Path,
                                                                          tmp_path: Path, capsys) -> None:
     """Through recipe.train: resolve, train the chosen strategy, record; the card shows it."""
-    from nlp_transfer.card import write_model_card
+    from nlp_transfer.publish.card import write_model_card
     from nlp_transfer.recipe import train
 
     result = train(cfg_for(tiny_model, toy_csv, tmp_path / "out", train={"epochs": 2}))

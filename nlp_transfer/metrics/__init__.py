@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..errors import ConfigError, DataError
+from nlp_transfer.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # importing evaluate pulls in transformers.pipelines (seconds): do it lazily
     import evaluate

@@ -3,8 +3,8 @@
 - ``sequence_classification`` (softmax head) and ``regression`` (one output, MSE): :mod:`.basic`;
   per-class precision/recall/F1 and a confusion matrix (:func:`.common.sequence_classification_metrics`)
   and class-imbalance options (:mod:`.imbalance`);
-- ``token_classification`` (NER): :mod:`.ner_task`; frozen strategy via :mod:`.token_features`;
-- ``multi_label``: :mod:`.multilabel_task` (sigmoid/BCE head, tuned per-label thresholds).
+- ``token_classification`` (NER): :mod:`.ner.task`; frozen strategy via :mod:`.token_features`;
+- ``multi_label``: :mod:`.multilabel.task` (sigmoid/BCE head, tuned per-label thresholds).
 
 Each task is a :class:`~nlp_transfer.registry.TaskSpec` whose optional hooks (prepare, tokenize,
 collator, compute_metrics, predict, finalize) the training loop calls and whose descriptive fields
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import TASKS, TaskSpec, get_task, register_task, unregister_task  # noqa: F401
-from . import basic, common, multilabel_task, ner_task
+from nlp_transfer.registry import TASKS, TaskSpec, get_task, register_task, unregister_task  # noqa: F401
+from nlp_transfer.tasks import basic, common
+from nlp_transfer.tasks.multilabel import task as multilabel_task
+from nlp_transfer.tasks.ner import task as ner_task
 
 
 def _decode_multilabel(labels: str | None) -> str:

@@ -61,7 +61,7 @@ def task_metrics(spec: Any, metric_names: list[str], logits: np.ndarray, labels:
     else:
         import torch
 
-        from ..metrics import compute
+        from nlp_transfer.metrics import compute
         preds = spec.predictions(torch.from_numpy(np.asarray(logits))).numpy()
         res = dict(compute(metric_names, predictions=preds, references=labels))
     details = res.pop("_details", {})
@@ -93,7 +93,7 @@ def sequence_classification_metrics(metric_names: list[str], logits: np.ndarray,
                                     label_names: list[str] | None, extra: dict[str, Any]) -> dict[str, Any]:
     """The usual metric modules on argmax predictions, plus per-class scores and the confusion
     matrix in ``_details``."""
-    from ..metrics import compute
+    from nlp_transfer.metrics import compute
 
     logits = np.asarray(logits)
     preds = logits.argmax(-1)
@@ -159,8 +159,8 @@ def evaluate_saved(predictor: Any, data_cfg: Any, split: str | None = None, batc
 
     import torch
 
-    from ..errors import DataError
-    from ..registry import TASKS
+    from nlp_transfer.errors import DataError
+    from nlp_transfer.registry import TASKS
 
     spec = TASKS[predictor.task]
     data_cfg = dataclasses.replace(data_cfg, label_names=list(predictor.label_names or []) or None,
@@ -200,5 +200,5 @@ def evaluate_saved(predictor: Any, data_cfg: Any, split: str | None = None, batc
 
 
 def _default_tokenize(ds: Any, tokenizer: Any, max_length: int) -> Any:
-    from ..data import tokenize
+    from nlp_transfer.data import tokenize
     return tokenize(ds, tokenizer, max_length)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from nlp_transfer.errors import ConfigError
 
 IGNORE_INDEX = -100
 

@@ -27,8 +27,8 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .. import features as feats
-from ..data import MODEL_INPUTS
+from nlp_transfer.model import features as feats
+from nlp_transfer.data import MODEL_INPUTS
 
 IGNORE_INDEX = -100
 

@@ -26,19 +26,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import checkpoint as ckpt
-from ..errors import ConfigError, NLPTransferError
-from ..loop import build_optimizer, clip_parameters, compiled_step_model, training_step
-from ..models import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
-                      load_tokenizer, resolve_model)
-from ..multitask_model import MultiHead, MultiTaskModel
-from ..strategies import get_strategy, restore_trainable, snapshot_trainable
-from .evaluate import evaluate
-from .finish import finish_run
-from .output import base_reference, prepare_output_dir
-from .result import RunResult
-from .runs import RunPlan, TaskRun, build_loaders, prepare_task_data, tokenize_run
-from .sampling import combine_scores, task_probabilities, task_schedule
+from nlp_transfer.training import checkpoint as ckpt
+from nlp_transfer.errors import ConfigError, NLPTransferError
+from nlp_transfer.training.step import build_optimizer, clip_parameters, compiled_step_model, training_step
+from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
+                                load_tokenizer, resolve_model)
+from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
+from nlp_transfer.strategies import get_strategy, restore_trainable, snapshot_trainable
+from nlp_transfer.training.evaluate import evaluate
+from nlp_transfer.training.finish import finish_run
+from nlp_transfer.training.output import base_reference, prepare_output_dir
+from nlp_transfer.training.result import RunResult
+from nlp_transfer.training.runs import RunPlan, TaskRun, build_loaders, prepare_task_data, tokenize_run
+from nlp_transfer.training.sampling import combine_scores, task_probabilities, task_schedule
 
 
 class Engine:
@@ -152,7 +152,7 @@ class Engine:
                   f"{format_params(self.trainable, self.total)}")
         self.class_weights = None
         if not self.plan.multi:  # per-class loss weights (tasks/imbalance.py); refused for multi-task
-            from ..tasks.imbalance import apply_class_weights
+            from nlp_transfer.tasks.imbalance import apply_class_weights
             (r,) = self.runs.values()
             self.class_weights = apply_class_weights(self.model, r.spec, cfg.train.class_weights, r.train_tok,
                                                      r.label_names)

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..models import TASKS
-from ..tasks.common import EvalScores, stack_outputs, task_metrics
+from nlp_transfer.model import TASKS
+from nlp_transfer.tasks.common import EvalScores, stack_outputs, task_metrics
 
 #: Columns a tokenised split hands to the model (the rest: text, length... stay behind).
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "label")

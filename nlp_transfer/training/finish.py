@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..strategies import restore_trainable, write_json
-from ..tasks.common import write_artifacts
-from .evaluate import evaluate
-from .output import FORMAT_VERSION, format_table, write_atomically
-from .result import RunResult
-from .runs import TaskRun
+from nlp_transfer.strategies import restore_trainable, write_json
+from nlp_transfer.tasks.common import write_artifacts
+from nlp_transfer.training.evaluate import evaluate
+from nlp_transfer.training.output import FORMAT_VERSION, format_table, write_atomically
+from nlp_transfer.training.result import RunResult
+from nlp_transfer.training.runs import TaskRun
 
 #: The functions below read the stages' results off the ``Engine`` (engine.py) that calls them.
 Engine = Any

@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError
-from ..models import DEFAULT_MODEL, embedded_model_path, format_params, weights_sha256
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.model import DEFAULT_MODEL, embedded_model_path, format_params, weights_sha256
 
 FORMAT_VERSION = 1
 #: Files a run may write at the top of its output folder (stale ones are removed on overwrite).

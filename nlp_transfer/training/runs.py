@@ -15,15 +15,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .. import features as feats
-from ..config import RecipeConfig
-from ..data import column_numpy, prepare_data, tokenize
-from ..errors import ConfigError
-from ..models import TASKS, TaskSpec
-from ..multitask_config import MultiTaskConfig, MultiTaskSettings, TaskEntry
-from ..readers import READERS
-from ..tasks.imbalance import train_sampler
-from .evaluate import FeatureDataset, default_collator, model_inputs
+from nlp_transfer.model import features as feats
+from nlp_transfer.config import RecipeConfig
+from nlp_transfer.data import column_numpy, prepare_data, tokenize
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.model import TASKS, TaskSpec
+from nlp_transfer.config.multitask import MultiTaskConfig, MultiTaskSettings, TaskEntry
+from nlp_transfer.data.readers import READERS
+from nlp_transfer.tasks.imbalance import train_sampler
+from nlp_transfer.training.evaluate import FeatureDataset, default_collator, model_inputs
 
 
 @dataclass
@@ -152,7 +152,7 @@ def build_loaders(r: TaskRun, model: Any, tokenizer: Any, cfg: RecipeConfig, str
     if strategy.uses_feature_cache and cfg.strategy.cache_features:
         cache_dir = Path(cfg.output.cache_dir) if cfg.output.cache_dir else feats.default_cache_dir()
     if strategy.uses_feature_cache and r.spec.token_level:
-        from ..tasks.token_features import token_feature_loaders
+        from nlp_transfer.tasks.token_features import token_feature_loaders
         with accelerator.main_process_first():
             tr, ho, sa, te = token_feature_loaders(model, splits, r.sample_idx, collate, bs, ebs, accelerator.device,
                                                    {**key, "pooling": "tokens"}, cache_dir, show, g, accelerator.print)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from ..multitask_config import SAMPLING
+from nlp_transfer.errors import ConfigError, DataError
+from nlp_transfer.config.multitask import SAMPLING
 
 
 

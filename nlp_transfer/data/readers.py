@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import DataConfig
-from .errors import DataError
+from nlp_transfer.config import DataConfig
+from nlp_transfer.errors import DataError
 
 
 def read_trec(cfg: DataConfig, fine: bool = False) -> Any:

@@ -16,8 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
 
-from .config import DataConfig
-from .errors import DataError
+from nlp_transfer.config import DataConfig
+from nlp_transfer.errors import DataError
 
 VALIDATION_NAMES = ("validation", "valid", "dev", "val", "held_out")
 FILE_TYPES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".json": "json", ".jsonl": "json",
@@ -131,7 +131,7 @@ def _choose_delimiter(path: Path, cfg: DataConfig, default: str) -> str:
     if len(fits) == 1 or (not fits and len(others) == 1):
         found = fits[0] if fits else others[0]
         if cfg.delimiter is None:
-            from .errors import is_main_process
+            from nlp_transfer.errors import is_main_process
             if is_main_process():
                 import sys
                 print(f"[nlp_transfer] data: read {path} with delimiter {found!r} (sniffed)",

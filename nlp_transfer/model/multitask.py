@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelError
-from .models import TASKS, pool
+from nlp_transfer.errors import ModelError
+from nlp_transfer.model import TASKS, pool
 
 
 class MultiHead(nn.Module):

@@ -9,7 +9,7 @@ split are extracted once (and cached on disk), for one or more layer aggregation
   embedding output excluded) of the pooled hidden states: lower layers carry more
   lexical/surface information, which helps some tasks.
 
-Each feature matrix is scored by :mod:`nlp_transfer.transferability`: LogME, k-fold
+Each feature matrix is scored by :mod:`nlp_transfer.selection.transferability`: LogME, k-fold
 logistic-regression (linear probe) accuracy with its spread over folds, and a cosine kNN
 probe. Candidates are ranked by the probe (or ``rank_by="logme"``/``"knn"``); the
 recommendation takes the smallest model whose probe is within the fold spread of the best
@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .config import DataConfig
-from .errors import ConfigError, DataError
+from nlp_transfer.config import DataConfig
+from nlp_transfer.errors import ConfigError, DataError
 
 __all__ = ["LAYER_CHOICES", "RankResult", "rank_models", "extract_layer_features", "stratified_indices",
            "add_subcommand"]
@@ -97,7 +97,7 @@ def stratified_indices(labels: np.ndarray | None, n_total: int, size: int | None
 # --------------------------------------------------------------------------- features
 
 def _cache_path(cache_dir: Path, key_parts: dict[str, Any], fingerprint: str) -> Path:
-    from .features import cache_key
+    from nlp_transfer.model.features import cache_key
     return cache_dir / f"{cache_key(fingerprint=fingerprint, **key_parts)}.npy"
 
 
@@ -112,9 +112,9 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
 def _extract(encoder: torch.nn.Module, ds: Any, collate: Any, batch_size: int, device: torch.device,
              pooling: str, layers: Sequence[str]) -> dict[str, np.ndarray]:
     """One encoder pass over ``ds`` (length-sorted batches), every aggregation at once."""
-    from .data import MODEL_INPUTS, column_numpy
-    from .features import batch_rows
-    from .models import pool
+    from nlp_transfer.data import MODEL_INPUTS, column_numpy
+    from nlp_transfer.model.features import batch_rows
+    from nlp_transfer.model import pool
 
     encoder.eval()
     lengths = column_numpy(ds, "length") if "length" in ds.column_names else np.zeros(len(ds))
@@ -146,13 +146,13 @@ def extract_layer_features(model_name: str, ds: Any, layers: Sequence[str], max_
 
     Returns ``{"features": {agg: array}, "cached": {agg: bool}, "seconds": float, "params": int,
     "dim": int, "pooling": str, "path": str}``. Cache entries use the recipe's key scheme
-    (:func:`nlp_transfer.features.cache_key`); ``mean`` gets ``pooling + "+layers=mean"``."""
+    (:func:`nlp_transfer.model.features.cache_key`); ``mean`` gets ``pooling + "+layers=mean"``."""
     from transformers import AutoTokenizer
 
-    from .data import tokenize
-    from .features import token_fingerprint
-    from .models import build_model, count_params, weights_sha256
-    from .training.evaluate import default_collator
+    from nlp_transfer.data import tokenize
+    from nlp_transfer.model.features import token_fingerprint
+    from nlp_transfer.model import build_model, count_params, weights_sha256
+    from nlp_transfer.training.evaluate import default_collator
 
     t0 = time.perf_counter()
     model, resolved, pooling = build_model(model_name, "sequence_classification", num_labels, pooling,
@@ -271,10 +271,10 @@ def rank_models(data: str | DataConfig | dict[str, Any], models: Sequence[str], 
         rank_by: ``probe`` (linear-probe mean), ``logme`` or ``knn``.
         cache_dir: feature cache (default: the recipe's frozen-feature cache).
     """
-    from .data import prepare_data
-    from .features import default_cache_dir
-    from .models import resolve_model
-    from .transferability import score_features
+    from nlp_transfer.data import prepare_data
+    from nlp_transfer.model.features import default_cache_dir
+    from nlp_transfer.model import resolve_model
+    from nlp_transfer.selection.transferability import score_features
 
     import datasets
     import transformers
@@ -344,7 +344,7 @@ def rank_models(data: str | DataConfig | dict[str, Any], models: Sequence[str], 
 # --------------------------------------------------------------------------- CLI
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    from .data_args import data_config_from_args
+    from nlp_transfer.data.args import data_config_from_args
     res = rank_models(data_config_from_args(args), args.models, layers=args.layers, sample=args.sample,
                       max_length=args.max_length, pooling=args.pooling, task=args.task, rank_by=args.rank_by,
                       folds=args.folds, seed=args.seed, batch_size=args.batch_size, cache_dir=args.cache_dir)
@@ -362,7 +362,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 
 def add_subcommand(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
-    from .data_args import add_data_arguments
+    from nlp_transfer.data.args import add_data_arguments
     p = sub.add_parser("rank-models", help="rank pretrained models by frozen-feature transferability "
                                            "(LogME, linear probe, kNN) on a sample of your data",
                        description=__doc__.split("\n\n")[0])

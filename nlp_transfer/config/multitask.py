@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from .config import DataConfig, RecipeConfig, apply_overrides, closest, parse_value, read_yaml
-from .errors import ConfigError
-from .readers import READERS
+from nlp_transfer.config import DataConfig, RecipeConfig, apply_overrides, closest, parse_value, read_yaml
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.data.readers import READERS
 
 SAMPLING = ("proportional", "temperature", "uniform")
 #: The sections a multi-task preset shares with a single-task recipe.
@@ -36,7 +36,7 @@ class TaskEntry:
     metric_for_best: str | None = None
 
     def __post_init__(self) -> None:
-        from .registry import TASKS
+        from nlp_transfer.registry import TASKS
         if self.task not in TASKS or self.task == "multi_task":
             raise ConfigError(f"tasks.{self.name}.task", expected=f"one of {sorted(TASKS)}", found=repr(self.task)
                               + closest(str(self.task), list(TASKS)), fix="pick a single-task type for each task")

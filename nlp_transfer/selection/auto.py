@@ -1,7 +1,7 @@
 """``strategy: auto``: measure the signals of a recipe and resolve it to a concrete strategy.
 
 :func:`measure_signals` turns a :class:`~nlp_transfer.config.RecipeConfig` into the
-:class:`~nlp_transfer.auto.Signals` that :func:`~nlp_transfer.auto.decide_strategy` reads:
+:class:`~nlp_transfer.selection.decide.Signals` that :func:`~nlp_transfer.selection.decide.decide_strategy` reads:
 
 * ``n_train``, per-class counts (``n_classes``, ``min_per_class``) and the majority-class
   chance level, from the prepared training split (after dedup and ``max_train_samples``);
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .auto import Decision, Signals, decide_strategy, explain
-from .config import RecipeConfig
-from .errors import ConfigError
+from nlp_transfer.selection.decide import Decision, Signals, decide_strategy, explain
+from nlp_transfer.config import RecipeConfig
+from nlp_transfer.errors import ConfigError
 
 __all__ = ["AutoDecision", "measure_signals", "resolve_auto", "device_info", "estimate_full_epoch_seconds",
            "PROBE_SAMPLE", "TIMING_STEPS"]
@@ -50,7 +50,7 @@ AUTO_TASKS = ("sequence_classification", "regression")
 
 @dataclass
 class AutoDecision(Decision):
-    """A :class:`~nlp_transfer.auto.Decision` plus what was measured to reach it."""
+    """A :class:`~nlp_transfer.selection.decide.Decision` plus what was measured to reach it."""
     measurements: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,8 +85,8 @@ def estimate_full_epoch_seconds(cfg: RecipeConfig, train_tok: Any, tokenizer: An
                                 device: torch.device, steps: int = TIMING_STEPS, seed: int = 0) -> dict[str, Any]:
     """Time ``steps`` full fine-tuning steps (after one warm-up) on random batches of the
     tokenised train split; return the per-step time and the estimate for one epoch."""
-    from .data import MODEL_INPUTS
-    from .models import TASKS, build_model
+    from nlp_transfer.data import MODEL_INPUTS
+    from nlp_transfer.model import TASKS, build_model
 
     model, _, _ = build_model(cfg.model.name, cfg.task, num_labels, cfg.model.pooling, cfg.model.head_dropout,
                               cfg.model.revision, cfg.model.trust_remote_code, strategy="full")
@@ -125,18 +125,18 @@ def estimate_full_epoch_seconds(cfg: RecipeConfig, train_tok: Any, tokenizer: An
 
 def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_budget_s: float | None = None,
                     timing_steps: int = TIMING_STEPS, data: Any = None) -> tuple[Signals, dict[str, Any]]:
-    """Measure everything :func:`~nlp_transfer.auto.decide_strategy` looks at.
+    """Measure everything :func:`~nlp_transfer.selection.decide.decide_strategy` looks at.
 
     Returns ``(signals, measurements)``; ``measurements`` keeps the details (class counts,
     probe folds, feature time, timing steps) for the record.
     """
     from transformers import AutoTokenizer
 
-    from .data import prepare_data, tokenize
-    from .features import cached_features, default_cache_dir
-    from .models import build_model, count_params, weights_sha256
-    from .rank import stratified_indices
-    from .transferability import linear_probe
+    from nlp_transfer.data import prepare_data, tokenize
+    from nlp_transfer.model.features import cached_features, default_cache_dir
+    from nlp_transfer.model import build_model, count_params, weights_sha256
+    from nlp_transfer.selection.rank import stratified_indices
+    from nlp_transfer.selection.transferability import linear_probe
 
     if cfg.task not in AUTO_TASKS:
         raise ConfigError("strategy=auto", expected=f"a task among {list(AUTO_TASKS)}", found=f"task={cfg.task}",
@@ -231,7 +231,7 @@ def resolve_auto(cfg: RecipeConfig, time_budget_s: float | None = None, threshol
     """Measure the signals of ``cfg``, decide, and return ``(cfg with the chosen strategy, decision)``.
 
     ``cfg`` itself is not modified. ``strategy.unfreeze_top_k`` is kept only when the choice is
-    ``lora`` (where it means the hybrid). ``verbose`` prints :func:`~nlp_transfer.auto.explain`."""
+    ``lora`` (where it means the hybrid). ``verbose`` prints :func:`~nlp_transfer.selection.decide.explain`."""
     if cfg.strategy.name != "auto":
         raise ConfigError("resolve_auto", expected="a recipe with strategy=auto", found=f"strategy={cfg.strategy.name}",
                           fix="call resolve_auto only for strategy=auto")

@@ -13,11 +13,11 @@ What is uploaded is the strategy's to say (:mod:`nlp_transfer.strategies`: ``Str
 - ``lora``: the PEFT adapter (``adapter_model.safetensors`` + ``adapter_config.json``, the head inside via
   ``modules_to_save``) + the base reference; merged: ``merge_and_unload`` encoder + head.
 - any registered strategy: its ``weight_files`` (+ the base reference when it needs the base model); merged:
-  the model rebuilt by :func:`nlp_transfer.rebuild.rebuild_model`, saved as encoder + head.
+  the model rebuilt by :func:`nlp_transfer.predict.rebuild.rebuild_model`, saved as encoder + head.
 
 Always: the tokenizer, ``config.json`` (with ``id2label``/``label2id``/``num_labels``), the resolved
 ``recipe.yaml``, ``metrics.json``, ``nlp_transfer.json`` and a model card (``README.md`` +
-``training_curves.png``, see :mod:`nlp_transfer.card`). Everything is staged in a temporary folder: the
+``training_curves.png``, see :mod:`nlp_transfer.publish.card`). Everything is staged in a temporary folder: the
 user's output folder is never modified. Local absolute paths are reduced to their last component and the
 active token is checked to appear in no uploaded file.
 
@@ -60,9 +60,9 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, EnvironmentSetupError, ModelError, NLPTransferError
-from .rebuild import needs_base_model, strategy_of
-from .registry import TASKS
+from nlp_transfer.errors import ConfigError, EnvironmentSetupError, ModelError, NLPTransferError
+from nlp_transfer.predict.rebuild import needs_base_model, strategy_of
+from nlp_transfer.registry import TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def resolve_base_reference(api: Any, meta: dict[str, Any], recipe: dict[str, Any
 
 def _local_base_dir(ref: dict[str, Any], model_rev: str | None) -> Path | None:
     """A local folder holding the base weights: the recorded path, the embedded copy, or the HF cache."""
-    from .models import EMBEDDED_ALIASES, embedded_model_path
+    from nlp_transfer.model import EMBEDDED_ALIASES, embedded_model_path
 
     path = ref.get("path")
     if path and Path(path).is_dir():
@@ -492,7 +492,7 @@ def stage_output(out: Path, stage: Path, meta: dict[str, Any], metrics: dict[str
 
 
 def _write_card(stage: Path, meta: dict[str, Any], base_ref: dict[str, Any], *, merged: bool, repo_id: str) -> None:
-    from .card import scrub_secrets, write_model_card
+    from nlp_transfer.publish.card import scrub_secrets, write_model_card
 
     base = str(base_ref.get("name") or "unknown")
     overrides: dict[str, Any] = {"merged": merged, "base_model": base}
@@ -513,11 +513,11 @@ def _merge_into(out: Path, stage: Path, meta: dict[str, Any], base_ref: dict[str
 
 
 def _build_model(out: Path, meta: dict[str, Any], base_ref: dict[str, Any], *, merge: bool) -> Any:
-    """The trained model of the output folder on CPU, eval mode (:func:`~nlp_transfer.rebuild.rebuild_model`),
+    """The trained model of the output folder on CPU, eval mode (:func:`~nlp_transfer.predict.rebuild.rebuild_model`),
     its base encoder from the local copy when there is one, else from the verified Hub reference."""
     import transformers
 
-    from .rebuild import rebuild_model
+    from nlp_transfer.predict.rebuild import rebuild_model
 
     transformers.utils.logging.disable_progress_bar()  # per-tensor loading bars are noise here
     local = _local_base_dir(dict(meta.get("base_model") or {}), None)
@@ -533,7 +533,7 @@ def verify_merged_export(out: Path, stage: Path, meta: dict[str, Any], base_ref:
     import torch
     from safetensors.torch import load_file
 
-    from .predict import Predictor, load_model
+    from nlp_transfer.predict import Predictor, load_model
 
     def fail(found: str) -> ModelError:
         return ModelError("merged export", expected="the trained head, labels and predictions of the output "
@@ -678,7 +678,7 @@ def _last_component(s: str) -> str:
 
 
 def _weights_sha(folder: Path) -> str | None:
-    from .models import weights_sha256
+    from nlp_transfer.model import weights_sha256
     return weights_sha256(str(folder))
 
 
@@ -711,7 +711,7 @@ def _status(e: BaseException) -> int | None:
 
 
 def _first_line(e: BaseException) -> str:
-    from .card import scrub_secrets
+    from nlp_transfer.publish.card import scrub_secrets
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return scrub_secrets(text)[:200]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from . import registry
-from .errors import ConfigError
+from nlp_transfer import registry
+from nlp_transfer.errors import ConfigError
 
 # Valid ``task`` and ``strategy.name`` values, per-strategy defaults (``Strategy.defaults``) and
 # their own checks come from the registries (nlp_transfer/registry.py, filled by strategies.py
@@ -326,7 +326,7 @@ class EvalConfig:
         self.metrics = to_list("eval", "metrics", self.metrics)
         # Aliases / case ("acc", "F1") -> the names the metric modules report, so
         # metric_for_best finds its value in the scores.
-        from .metrics import canonical_metric
+        from nlp_transfer.metrics import canonical_metric
         if self.metrics:
             self.metrics = [canonical_metric(m) or m for m in self.metrics]
         if self.metric_for_best and self.metric_for_best != "loss":

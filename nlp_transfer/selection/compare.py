@@ -47,11 +47,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import report
-from .config import DataConfig, RecipeConfig, apply_overrides
-from .data_args import add_data_arguments, data_config_from_args  # noqa: F401  (also importable from here)
-from .registry import strategy_defaults
-from .errors import ConfigError, NLPTransferError
+from nlp_transfer.selection import report
+from nlp_transfer.config import DataConfig, RecipeConfig, apply_overrides
+from nlp_transfer.data.args import add_data_arguments, data_config_from_args  # noqa: F401  (also importable from here)
+from nlp_transfer.registry import strategy_defaults
+from nlp_transfer.errors import ConfigError, NLPTransferError
 
 __all__ = ["STRATEGY_CHOICES", "CompareResult", "compare", "summarize", "recommend", "build_scratch_model",
            "work_units", "add_subcommand", "PeakMemory"]
@@ -145,8 +145,8 @@ def build_scratch_model(model_name: str, cache_dir: str | Path | None = None, se
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from .features import default_cache_dir
-    from .models import resolve_model, weights_sha256
+    from nlp_transfer.model.features import default_cache_dir
+    from nlp_transfer.model import resolve_model, weights_sha256
 
     resolved = resolve_model(model_name)
     root = Path(cache_dir) if cache_dir else default_cache_dir().parent / "scratch"
@@ -359,7 +359,7 @@ def _settings_key(cfg: RecipeConfig, strategy: str) -> str:
 
 
 def _resolve_metric(task: str, metric: str | None, base: dict[str, Any]) -> str:
-    from .models import get_task
+    from nlp_transfer.model import get_task
     spec = get_task(task)
     ev = base.get("eval") or {}
     return metric or ev.get("metric_for_best") or spec.metric_for_best
@@ -440,7 +440,7 @@ class _Grid:
         if strategy == "scratch":
             d["model"] = {**d["model"], "name": str(self.scratch_dir)}
             if self.base_cfg.model.pooling == "auto":  # the pretrained model's fine-tuning pooling
-                from .models import declared_pooling
+                from nlp_transfer.model import declared_pooling
                 d["model"]["pooling"] = declared_pooling(self.resolved) or "cls"
         d["output"] = {**d.get("output", {}), "dir": str(self.out / "runs" / f"{strategy}_n{size}_s{seed}"),
                        "report_to": ["none"], "overwrite": True, "progress_bars": False,
@@ -487,7 +487,7 @@ def _reuse(record_path: Path, key: str) -> dict[str, Any] | None:
 def _run_grid(grid: _Grid, plan: list[tuple[str, int | str, int]], metric: str, resume: bool, keep_models: bool,
               settings: dict[str, Any], say: Callable[[str], None], t_start: float) -> list[dict[str, Any]]:
     """Every run of the plan in order (finished ones reused), ``compare.json`` updated after each."""
-    from .recipe import train
+    from nlp_transfer.recipe import train
 
     runs: list[dict[str, Any]] = []
     for i, (strategy, size, seed) in enumerate(plan, 1):
@@ -554,9 +554,9 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
         keep_models: keep each run's weights (otherwise deleted after its metrics are read).
         log: progress printer (default: ``print`` to stdout, flushed).
     """
-    from .data import prepare_data
-    from .features import default_cache_dir
-    from .models import resolve_model
+    from nlp_transfer.data import prepare_data
+    from nlp_transfer.model.features import default_cache_dir
+    from nlp_transfer.model import resolve_model
 
     import datasets
     import transformers

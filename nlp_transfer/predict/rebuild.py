@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelError
-from .models import HEADS, TransferModel, load_encoder, load_tokenizer, resolve_model, weights_sha256
-from .multitask_model import MultiHead, MultiTaskModel
-from .registry import STRATEGIES
+from nlp_transfer.errors import ModelError
+from nlp_transfer.model import HEADS, TransferModel, load_encoder, load_tokenizer, resolve_model, weights_sha256
+from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
+from nlp_transfer.registry import STRATEGIES
 
 #: ``meta["task"]`` of a multi-task output folder (one shared encoder, one head per task).
 MULTI_TASK = "multi_task"
@@ -83,7 +83,7 @@ def base_path(meta: dict[str, Any]) -> str:
     else:
         path = resolve_model(ref["name"])
         if ref.get("revision") and not Path(path).is_dir():
-            # Pushed by nlp_transfer.hub: the base is a Hub id pinned to the commit it was checked at.
+            # Pushed by nlp_transfer.publish.hub: the base is a Hub id pinned to the commit it was checked at.
             from huggingface_hub import snapshot_download
             try:
                 path = snapshot_download(path, revision=ref["revision"],

@@ -25,8 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import ner
-from ..errors import DataError
+from nlp_transfer.tasks.ner import conll as ner
+from nlp_transfer.errors import DataError
 
 CONLL_SKIP_SUFFIXES = (".md", ".py", ".json", ".jsonl", ".parquet", ".csv", ".yaml", ".yml", ".sh", ".zip",
                        ".gz", ".tar")
@@ -111,7 +111,7 @@ def _from_dataset(raw: Any, cfg: Any) -> dict[str, dict[str, list]]:
 def read_ner_splits(cfg: Any) -> dict[str, dict[str, list]]:
     """Raw splits ``{split: {"tokens": [[...]], "tags": [[...]]}}`` named train / validation / test
     (whatever the source calls them)."""
-    from ..data import VALIDATION_NAMES, load_raw
+    from nlp_transfer.data import VALIDATION_NAMES, load_raw
 
     path = Path(cfg.name).expanduser()
     if path.is_dir():
@@ -153,7 +153,7 @@ def prepare_ner(cfg: Any) -> Any:
     ``tags`` (BIO strings) columns and the label names (``O`` first)."""
     from datasets import Dataset
 
-    from ..data import PreparedData
+    from nlp_transfer.data import PreparedData
 
     raw = read_ner_splits(cfg)
     train_name = "train" if "train" in raw else cfg.train_split
@@ -289,7 +289,7 @@ def ner_metrics(metric_names: list[str], logits: np.ndarray, labels: np.ndarray,
                 extra: dict[str, Any]) -> dict[str, Any]:
     """Entity-level precision / recall / F1 (micro over entities) and token accuracy; the
     per-entity-type scores go to ``_details["per_type"]``."""
-    from ..metrics import compute
+    from nlp_transfer.metrics import compute
 
     if not label_names:
         raise DataError("NER evaluation", expected="label names", found="none", fix="train with label names")
@@ -313,7 +313,7 @@ def predict_entities(predictor: Any, texts: list[str], text_pairs: list[str] | N
     import torch
 
     if text_pairs is not None:
-        from ..errors import ModelError
+        from nlp_transfer.errors import ModelError
         raise ModelError("NER prediction input", expected="single texts", found="text pairs",
                          fix="call the predictor with texts only")
     tok = predictor.tokenizer

@@ -18,8 +18,8 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .data import MODEL_INPUTS, column_numpy
-from .models import TransferModel
+from nlp_transfer.data import MODEL_INPUTS, column_numpy
+from nlp_transfer.model import TransferModel
 
 
 def default_cache_dir() -> Path:

@@ -1,6 +1,6 @@
 """Model cards for trained output folders: a dataclass, a template, and a PNG of the curves.
 
-    from nlp_transfer.card import write_model_card
+    from nlp_transfer.publish.card import write_model_card
     write_model_card("outputs/bbc", repo_id="alice/bbc-frozen")   # -> outputs/bbc/README.md
 
 :class:`ModelCardInfo` gathers everything the card says from the files a training run
@@ -24,9 +24,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from .errors import ModelError
-from .registry import STRATEGIES, TASKS, TaskSpec
-from .strategies import Strategy
+from nlp_transfer.errors import ModelError
+from nlp_transfer.registry import STRATEGIES, TASKS, TaskSpec
+from nlp_transfer.strategies import Strategy
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 PLOT_NAME = "training_curves.png"
@@ -147,7 +147,7 @@ class ModelCardInfo:
         data_cfg = recipe.get("data") if isinstance(recipe.get("data"), dict) else {}
         dataset = data.get("dataset") or data_cfg.get("name")
         head = meta.get("head") if isinstance(meta.get("head"), dict) else {}
-        from .version import __version__ as version
+        from nlp_transfer.version import __version__ as version
 
         info = cls(
             model_name=(repo_id.split("/")[-1] if repo_id else out.resolve().name),

@@ -1,6 +1,6 @@
 """Reload any output folder (or pushed Hub repo) and predict.
 
-The model is rebuilt by :func:`nlp_transfer.rebuild.rebuild_model` (the one place that does
+The model is rebuilt by :func:`nlp_transfer.predict.rebuild.rebuild_model` (the one place that does
 it: single- and multi-task folders, every registered strategy). Weights are read from
 safetensors only; a folder holding only pickle weights is refused unless
 ``allow_pickle=True`` is passed explicitly. LoRA adapters are merged into the encoder for
@@ -14,19 +14,19 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .config import closest
-from .errors import ModelError
-from .multitask_model import TaskView
-from .rebuild import (base_path, device_of, read_checked_meta, rebuild_model, refuse_remote_code,  # noqa: F401
-                      resolve_output)
-from .registry import TASKS
+from nlp_transfer.config import closest
+from nlp_transfer.errors import ModelError
+from nlp_transfer.model.multitask import TaskView
+from nlp_transfer.predict.rebuild import (base_path, device_of, read_checked_meta, rebuild_model, refuse_remote_code,  # noqa: F401
+                                          resolve_output)
+from nlp_transfer.registry import TASKS
 
 
 def load_model(path_or_repo: str | Path, device: str | torch.device | None = None, allow_pickle: bool = False,
                revision: str | None = None, trust_remote_code: bool = False
                ) -> tuple[torch.nn.Module, Any, dict[str, Any], Path]:
     """Rebuild the trained model (LoRA merged), its tokenizer and metadata: see
-    :func:`nlp_transfer.rebuild.rebuild_model` (single- and multi-task folders).
+    :func:`nlp_transfer.predict.rebuild.rebuild_model` (single- and multi-task folders).
 
     Safe by default for folders from someone else: pickle files are refused unless
     ``allow_pickle=True`` and repository code never runs unless ``trust_remote_code=True``."""
@@ -127,9 +127,9 @@ def evaluate_output(path: str | Path, data: str, split: str | None = None, **dat
     """Score a saved model on a labelled file/dataset with the metrics it was trained with."""
     import yaml
 
-    from .config import DataConfig
-    from .data import canonical_columns, drop_empty, encode_labels, load_raw
-    from .metrics import compute
+    from nlp_transfer.config import DataConfig
+    from nlp_transfer.data import canonical_columns, drop_empty, encode_labels, load_raw
+    from nlp_transfer.metrics import compute
 
     predictor = load(path)
     if not isinstance(predictor, Predictor):  # a multi-task folder
@@ -140,7 +140,7 @@ def evaluate_output(path: str | Path, data: str, split: str | None = None, **dat
     dcfg = {**recipe["data"], **data_overrides, "name": data}
     dcfg = DataConfig(**dcfg)
     if TASKS[predictor.task].prepare is not None:  # token classification / multi-label: the task's reader
-        from .tasks.common import evaluate_saved
+        from nlp_transfer.tasks.common import evaluate_saved
         return evaluate_saved(predictor, dcfg, split)
     raw = load_raw(dcfg)
     split = split or next((s for s in ("test", "validation", "dev", "train") if s in raw), list(raw)[0])

@@ -5,7 +5,7 @@ thresholds tuned on held-out data after training (saved in ``nlp_transfer.json``
 Data (``data.name``):
 
 - the GoEmotions folder (``train/dev/test.tsv`` + ``emotions.txt``), read with
-  :func:`nlp_transfer.multilabel.read_goemotions` (tab-split, no CSV quoting: 2.5% of its texts
+  :func:`nlp_transfer.tasks.multilabel.labels.read_goemotions` (tab-split, no CSV quoting: 2.5% of its texts
   start with a double quote);
 - any file/folder/Hub dataset the core reads, whose ``data.label_column`` holds lists
   (``["joy", "love"]``), list strings, or delimiter-separated strings (``"joy,love"``; the
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import multilabel as ml
-from ..errors import DataError
+from nlp_transfer.tasks.multilabel import labels as ml
+from nlp_transfer.errors import DataError
 
 
 def _is_goemotions(path: Path) -> bool:
@@ -44,7 +44,7 @@ def _read_splits(cfg: Any) -> tuple[dict[str, tuple[list[str], list[list[str]]]]
                 rows, names = ml.read_goemotions(path, fname)
                 out[split] = ([r["text"] for r in rows], [r["labels"] for r in rows])
         return out, names
-    from ..data import VALIDATION_NAMES, canonical_columns, load_raw
+    from nlp_transfer.data import VALIDATION_NAMES, canonical_columns, load_raw
     raw = load_raw(cfg)
     out = {}
     for split, ds in raw.items():
@@ -67,7 +67,7 @@ def prepare_multilabel(cfg: Any) -> Any:
     """Texts + multi-hot ``label`` (float32 lists) for train / held-out / test."""
     from datasets import Dataset, Sequence, Value
 
-    from ..data import PreparedData
+    from nlp_transfer.data import PreparedData
 
     splits, declared = _read_splits(cfg)
     if "train" not in splits:

@@ -1,0 +1,1 @@
+"""Publishing: Hub push and the model card."""
