@@ -32,7 +32,7 @@ from nlp_transfer.training.step import build_optimizer, clip_parameters, compile
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                                 load_tokenizer, resolve_model)
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
-from nlp_transfer.strategies import get_strategy, restore_trainable, snapshot_trainable
+from nlp_transfer.strategies import get_strategy, snapshot_trainable
 from nlp_transfer.training.evaluate import evaluate
 from nlp_transfer.training.finish import finish_run
 from nlp_transfer.training.output import base_reference, prepare_output_dir

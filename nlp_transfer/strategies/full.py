@@ -1,0 +1,48 @@
+"""``full``: every weight trains."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nlp_transfer.model import TransferModel
+from nlp_transfer.strategies.base import Strategy, encoder_weight_files, is_unused_pooler, save_head
+
+
+class FullStrategy(Strategy):
+    """Every weight trains."""
+    name = "full"
+    defaults = {"epochs": 3, "lr": 5e-5, "head_lr": 1e-3, "patience": 2}
+    stores_encoder = True
+    freezes_parameters = False
+
+    def apply(self, model: TransferModel) -> nn.Module:
+        for name, p in model.named_parameters():
+            # The encoder's own pooler (BERT's dense+tanh on CLS) is never part of our loss
+            # (we pool last_hidden_state ourselves): training it would only make DDP fail
+            # with "parameters that were not used in producing loss".
+            p.requires_grad = not is_unused_pooler(name)
+        return model
+
+    def save(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
+        m = self.base(model)
+        m.encoder.save_pretrained(out_dir, safe_serialization=True)
+        save_head(m, out_dir)
+        return {"weights": {"encoder": "model.safetensors", "head": "head.safetensors"}}
+
+    @classmethod
+    def weight_files(cls, out: Path) -> list[str]:
+        return ["head.safetensors"] + (encoder_weight_files(out) or ["model.safetensors"])
+
+    @classmethod
+    def push_description(cls, merged: bool) -> str:
+        return "fully fine-tuned model"
+
+    @classmethod
+    def describe(cls, details: dict[str, Any], merged: bool = False) -> str:
+        return "**Full fine-tuning**: every weight of the encoder and of the task head was trained."
+
+    @classmethod
+    def card_loading(cls, info: Any, ref: str, base: str, revision: str) -> tuple[str, list[str]] | None:
+        return cls.head_loading(ref, "folder", stored=True)
