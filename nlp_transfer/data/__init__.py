@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
 
-from nlp_transfer.config import DataConfig
+from nlp_transfer.config import DataConfig, objects
 from nlp_transfer.errors import DataError
 
 VALIDATION_NAMES = ("validation", "valid", "dev", "val", "held_out")
@@ -207,10 +207,19 @@ def _split_files(folder: Path) -> dict[str, Path]:
 
 
 def load_raw(cfg: DataConfig) -> DatasetDict:
-    """Load the raw splits named in ``cfg`` (built-in, local path or Hub id)."""
+    """Load the raw splits named in ``cfg`` (built-in, local path, Hub id, or the in-memory
+    DataFrame / Dataset / splits a recipe was given: see nlp_transfer/config/objects.py)."""
     name = cfg.name
     if name in BUILTIN:
         return load_bbc_news()
+    if objects.is_in_memory(name):
+        raw = objects.lookup(name)
+        if raw is None:
+            raise DataError(f"data {name}", expected="the in-memory data object in this process",
+                            found="only its fingerprint (a recipe.yaml read back in a new process)",
+                            fix="pass the same object again (Recipe(data=df)), or write it to a file "
+                                "(df.to_csv('train.csv')) and pass the path")
+        return raw
     path = Path(name).expanduser()
     if path.is_file():
         return DatasetDict({"train": _read_file(path, cfg)})

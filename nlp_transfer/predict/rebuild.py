@@ -74,11 +74,15 @@ def read_checked_meta(out: Path, allow_pickle: bool, trust_remote_code: bool) ->
     return meta, bool(meta.get("trust_remote_code", False)) and trust_remote_code
 
 
-def base_path(meta: dict[str, Any]) -> str:
+def base_path(meta: dict[str, Any], out: Path | None = None) -> str:
     """Where the base encoder of an output is: its recorded folder, the embedded copy, or the Hub
     repo pinned to the recorded commit (downloaded). Warns when its weights differ from training's."""
     ref = meta["base_model"]
-    if ref.get("path") and Path(ref["path"]).is_dir():
+    rel = ref.get("path") and not Path(ref["path"]).is_absolute()
+    inside = out / ref["path"] if out is not None and rel else None
+    if inside is not None and inside.is_dir():  # saved inside the folder (a model passed in memory)
+        path = str(inside)
+    elif ref.get("path") and Path(ref["path"]).is_dir():
         path = ref["path"]
     else:
         path = resolve_model(ref["name"])
@@ -168,7 +172,7 @@ def rebuild_model(path_or_repo: str | Path, device: str | torch.device | None = 
     cls = strategy_of(meta, out)
     source, rev = str(out), None
     if needs_base_model(meta, cls):
-        source, rev = (base_model, base_revision) if base_model else (base_path(meta), None)
+        source, rev = (base_model, base_revision) if base_model else (base_path(meta, out), None)
     encoder = load_encoder(source, revision=rev, trust_remote_code=remote, allow_pickle=allow_pickle)
     model = build_skeleton(encoder, meta)
     if meta.get("merged"):  # a merged Hub export: encoder + head.safetensors, whatever trained it

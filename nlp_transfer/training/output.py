@@ -14,7 +14,8 @@ FORMAT_VERSION = 1
 #: Files a run may write at the top of its output folder (stale ones are removed on overwrite).
 ARTIFACTS = {"model.safetensors", "head.safetensors", "adapter_model.safetensors", "adapter_config.json",
              "config.json", "nlp_transfer.json", "metrics.json", "recipe.yaml", "confusion_matrix.png",
-             "confusion_matrices", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"}
+             "confusion_matrices", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+             "base_model"}
 
 
 def base_reference(resolved: str, name: str) -> dict[str, Any]:
