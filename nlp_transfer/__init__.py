@@ -9,7 +9,7 @@ overfitting checks and output folders that reload and predict.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nlp_transfer.config import Recipe, RecipeConfig, load_config
 from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError
@@ -21,20 +21,29 @@ from nlp_transfer import strategies, tasks  # noqa: E402,F401
 from nlp_transfer.strategies import Strategy, register_strategy
 from nlp_transfer.version import __version__  # noqa: F401
 
+if TYPE_CHECKING:  # return types only: importing these at run time would load torch and the trainer
+    from nlp_transfer.predict import MultiTaskPredictor, Predictor
+    from nlp_transfer.recipe import TrainResult
+
 __all__ = ["Recipe", "RecipeConfig", "load_config", "train", "load", "ConfigError", "DataError", "ModelError",
            "NLPTransferError", "Strategy", "TaskSpec", "register_strategy", "register_task", "unregister_strategy",
            "unregister_task"]
 
 
-def train(cfg: RecipeConfig | None = None, **kwargs: Any):  # noqa: ANN201 - see recipe.TrainResult
-    """Run a recipe. ``train(Recipe(...))`` or ``train(model=..., data=..., strategy=...)``."""
+def train(cfg: RecipeConfig | None = None, **kwargs: Any) -> TrainResult:
+    """Run a recipe. ``train(Recipe(...))`` or ``train(model=..., data=..., strategy=...)``.
+
+    ``callbacks=[...]`` (:class:`nlp_transfer.training.callbacks.Callback` objects or
+    ``transformers.TrainerCallback`` instances) and ``compute_metrics=fn`` (Trainer's
+    ``EvalPrediction`` in, a dict out) go with either form."""
     from nlp_transfer.recipe import train as _train
+    callbacks, compute_metrics = kwargs.pop("callbacks", None), kwargs.pop("compute_metrics", None)
     if cfg is None:
         cfg = RecipeConfig(**kwargs)
-    return _train(cfg)
+    return _train(cfg, callbacks=callbacks, compute_metrics=compute_metrics)
 
 
-def load(path_or_repo: str, **kwargs: Any):  # noqa: ANN201 - see predict.Predictor
+def load(path_or_repo: str, **kwargs: Any) -> Predictor | MultiTaskPredictor:
     """Load a trained output folder (or Hub repo id) as a predictor."""
     from nlp_transfer.predict import load as _load
     return _load(path_or_repo, **kwargs)

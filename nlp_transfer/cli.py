@@ -3,7 +3,10 @@ makes ``recipes/*.py`` exit the same way."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn
@@ -14,12 +17,19 @@ from nlp_transfer.errors import NLPTransferError, is_main_process
 def _cmd_train(args: argparse.Namespace) -> int:
     from nlp_transfer.config import load_config
     from nlp_transfer.recipe import train
+    from nlp_transfer.config import resolve_preset
     from nlp_transfer.multitask import is_multitask_config
-    if args.config and is_multitask_config(args.config):  # a preset with a `tasks:` mapping
+    if args.config and args.preset:
+        raise NLPTransferError("train", expected="--config or --preset", found="both",
+                               fix="pass one of them (--preset takes a shipped name or a path too)")
+    path = resolve_preset(args.preset or args.config) if (args.preset or args.config) else None
+    if args.quiet:  # only warnings and errors (an explicit output.verbosity=... still wins)
+        args.overrides = ["output.verbosity=warning", *args.overrides]
+    if path is not None and is_multitask_config(path):  # a preset with a `tasks:` mapping
         from nlp_transfer.multitask import load_multitask_config, train_multitask
-        train_multitask(load_multitask_config(args.config, args.overrides))
+        train_multitask(load_multitask_config(path, args.overrides))
         return 0
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(path, args.overrides)
     train(cfg)
     return 0
 
@@ -50,9 +60,67 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field of a config dataclass -> its ``#:`` comment (the lines above the field), joined."""
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+            continue
+        m = re.match(r"^([A-Za-z_]\w*)\s*:", text)
+        if m and not text.startswith(("def ", "class ")) and "(" not in text.split(":")[0]:
+            docs[m.group(1)] = " ".join(pending)
+        pending = []
+    return docs
+
+
+def _one_line(doc: str, width: int = 110) -> str:
+    """The first sentence of ``doc``, cut to ``width`` characters."""
+    first = re.split(r"(?<=[.;])\s", doc, maxsplit=1)[0]
+    return first if len(first) <= width else first[: width - 3].rstrip() + "..."
+
+
+def _default(f: "dataclasses.Field[object]") -> object:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def config_reference() -> str:
+    """Every config key, grouped by section, with its default and one-line doc, then the
+    transformers.TrainingArguments names accepted as aliases (generated from the dataclasses)."""
+    from nlp_transfer.config import RecipeConfig, TRAINER_ALIASES
+    from nlp_transfer.config.trainer_names import TRAINER_ALIAS_NOTES
+    lines = ["config keys (section.key=value overrides; default, then what it does):"]
+    for top in dataclasses.fields(RecipeConfig):
+        section = _default(top)
+        if not dataclasses.is_dataclass(section):
+            lines.append(f"\n{top.name} (default: {section!s})")
+            continue
+        cls = type(section)
+        lines.append(f"\n{top.name}: {(inspect.getdoc(cls) or '').splitlines()[0]}")
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            doc = _one_line(docs.get(f.name) or "")
+            lines.append(f"  {top.name}.{f.name} = {_default(f)!r}" + (f"  {doc}" if doc else ""))
+    lines.append("\ntransformers.TrainingArguments names accepted as aliases (bare or section.name; "
+                 "a one-line notice says what they became):")
+    for name, key in TRAINER_ALIASES.items():
+        note = TRAINER_ALIAS_NOTES.get(name)
+        lines.append(f"  {name} -> {key}" + (f"  ({note})" if note else ""))
+    return "\n".join(lines)
+
+
 def _add_train(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
-    t = sub.add_parser("train", help="run a recipe: --config preset.yaml key=value ...")
-    t.add_argument("--config", help="YAML preset (e.g. recipes/configs/bbc_news.yaml); defaults if omitted")
+    from nlp_transfer.config import preset_names
+    t = sub.add_parser("train", help="run a recipe: --preset NAME (or --config preset.yaml) key=value ...",
+                       description="Run a recipe: a preset (or the defaults) plus key=value overrides.",
+                       epilog=config_reference(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--config", help="YAML preset file (e.g. recipes/configs/bbc_news.yaml); defaults if omitted")
+    t.add_argument("--preset", help="a preset shipped with the package, by name (one of: "
+                                    f"{', '.join(preset_names())}), or a YAML path")
+    t.add_argument("--quiet", "-q", action="store_true",
+                   help="print only warnings and errors (output.verbosity=warning); no progress bars")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. strategy=lora train.lr=3e-4")
     t.set_defaults(func=_cmd_train)
 
@@ -98,7 +166,9 @@ def subcommands() -> dict[str, Callable[["argparse._SubParsersAction"], None]]: 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nlp_transfer.version import __version__
     p = argparse.ArgumentParser(prog="nlp-transfer", description="Transfer a pretrained transformer to your data.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for name, add in subcommands().items():
         add(sub)

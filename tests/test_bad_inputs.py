@@ -258,8 +258,8 @@ CASES: list[Case] = [
     Case("held_out_fraction_out_of_range", lambda c: c.train("data.held_out_fraction=1.5"),
          "expected a float in (0, 1), found 1.5"),
     Case("unknown_strategy", lambda c: c.train("strategy=lorra"), "found 'lorra' (did you mean 'lora'?)"),
-    Case("unknown_config_key", lambda c: c.train("train.learning_rate=1e-3"),
-         "unknown config key 'train.learning_rate'"),
+    Case("unknown_config_key", lambda c: c.train("train.lrate=1e-3"),  # (learning_rate: Trainer's alias of lr)
+         "unknown config key 'train.lrate'"),
     Case("override_without_equals", lambda c: c.train("train.lr"), "override: expected key=value"),
     Case("missing_config_file", lambda c: ["train", "--config", str(c.tmp / "nope.yaml")],
          "config file: expected an existing YAML file"),

@@ -28,9 +28,9 @@ def test_overrides_dotted_and_bare():
 
 def test_unknown_key_names_valid_ones_and_suggests():
     with pytest.raises(ConfigError) as e:
-        load_config(None, ["train.learning_rate=1e-3"])
+        load_config(None, ["train.lrate=1e-3"])  # (train.learning_rate is Trainer's alias of train.lr)
     msg = str(e.value)
-    assert "unknown config key 'train.learning_rate'" in msg and "'lr'" in msg and "batch_size" in msg
+    assert "unknown config key 'train.lrate'" in msg and "'lr'" in msg and "batch_size" in msg
     with pytest.raises(ConfigError, match=r"did you mean 'strategy'"):
         load_config(None, ["stratgy=lora"])
     with pytest.raises(ConfigError, match=r"unknown config key 'model.pooler'.*did you mean 'pooling'"):

@@ -141,9 +141,9 @@ def test_cli_train_predict_evaluate(tiny_model, toy_csv, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
-    assert cli(["train", "train.learning_rate=1"]) == 2
+    assert cli(["train", "train.lrate=1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown config key 'train.learning_rate'") and "\n" not in err
+    assert err.startswith("error: unknown config key 'train.lrate'") and "\n" not in err
     assert cli(["predict", str(tmp_path), "--text", "x"]) == 2
     assert "expected an nlp_transfer output folder" in capsys.readouterr().err
 

@@ -23,7 +23,18 @@ from nlp_transfer.model import TransferModel
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("NLP_TRANSFER_CACHE", Path.home() / ".cache" / "nlp_transfer")) / "features"
+    """The frozen-feature cache (``output.cache_dir`` overrides it): ``<root>/features`` where
+    ``<root>`` is, first set wins, ``$NLP_TRANSFER_CACHE``, ``$HF_HOME/nlp_transfer``,
+    ``$XDG_CACHE_HOME/nlp_transfer``, else ``~/.cache/nlp_transfer``."""
+    if os.environ.get("NLP_TRANSFER_CACHE"):
+        root = Path(os.environ["NLP_TRANSFER_CACHE"])
+    elif os.environ.get("HF_HOME"):
+        root = Path(os.environ["HF_HOME"]) / "nlp_transfer"
+    elif os.environ.get("XDG_CACHE_HOME"):
+        root = Path(os.environ["XDG_CACHE_HOME"]) / "nlp_transfer"
+    else:
+        root = Path.home() / ".cache" / "nlp_transfer"
+    return root.expanduser() / "features"
 
 
 def token_fingerprint(ds: Dataset) -> str:
