@@ -45,13 +45,13 @@ from nlp_transfer.training import RunPlan, run_plan
 from nlp_transfer.training.sampling import combine_scores, task_probabilities, task_schedule  # noqa: F401
 
 
-def train_multitask(cfg: MultiTaskConfig) -> TrainResult:
+def train_multitask(cfg: MultiTaskConfig, callbacks: Any = None, compute_metrics: Any = None) -> TrainResult:
     """Train one shared encoder with a head per task through the engine (the same loop, checkpoints,
     resume and atomic output as a single-task recipe); push when ``hub.push`` is set."""
     from nlp_transfer.training.preflight import check as preflight_check
 
     preflight_check(cfg.base)  # launch setup, batch/process counts, precision: before anything is written
-    result = TrainResult.of(run_plan(RunPlan.multitask(cfg)))
+    result = TrainResult.of(run_plan(RunPlan.multitask(cfg), callbacks, compute_metrics))
     push_if_configured(result, cfg.base.hub, is_main_process())
     return result
 

@@ -38,12 +38,18 @@ def is_main_process() -> bool:
     return PartialState().is_main_process
 
 
-def train(cfg: RecipeConfig) -> TrainResult:
-    """Run a recipe end to end and return where its output folder is."""
+def train(cfg: RecipeConfig, callbacks: Any = None, compute_metrics: Any = None) -> TrainResult:
+    """Run a recipe end to end and return where its output folder is.
+
+    ``callbacks``: objects with ``on_*`` hooks or ``transformers.TrainerCallback`` instances;
+    ``compute_metrics``: Trainer's ``EvalPrediction -> dict`` (its keys may be ``eval.metric_for_best``)."""
     from nlp_transfer.training.preflight import check as preflight_check
 
-    # Known-bad launch/strategy combinations fail here, before anything is written.
-    preflight_check(cfg)
+    # Known-bad launch/strategy combinations fail here, before anything is written. A custom
+    # metric_for_best is checked by the engine, against what compute_metrics returns.
+    checked = cfg if compute_metrics is None else \
+        dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, metric_for_best=None))
+    preflight_check(checked)
     plan = RunPlan.single(cfg)
     if cfg.strategy.name == "auto":
         # Measured, not guessed: examples per class, a linear probe of the frozen features,
@@ -52,6 +58,6 @@ def train(cfg: RecipeConfig) -> TrainResult:
         cfg, decision = resolve_auto(cfg)
         plan = RunPlan.single(cfg)
         plan.extra_metrics["auto"] = decision.to_dict()
-    result = TrainResult.of(run_plan(plan))
+    result = TrainResult.of(run_plan(plan, callbacks, compute_metrics))
     push_if_configured(result, cfg.hub, is_main_process())
     return result

@@ -82,6 +82,11 @@ class TaskSpec:
     card_decode: Callable[[str | None], str] | None = None
     #: check_config(recipe_config) -> None: raise ConfigError for settings the task cannot use.
     check_config: Callable[[Any], None] | None = None
+    #: probabilities(logits array) -> per-label probabilities (``predict_proba``, ``top_k``);
+    #: None: the task's outputs are not label probabilities (regression, token spans).
+    probabilities: Callable[[Any], Any] | None = None
+    #: The labels are mutually exclusive (softmax): ``top_k`` ranks them.
+    exclusive_labels: bool = False
 
     @property
     def words(self) -> str:

@@ -18,6 +18,7 @@ MAX_FUNCTION_LINES = 150
 #: layer and the layers below it, never a higher one.
 LAYERS: dict[str, int] = {
     "nlp_transfer.errors": 0, "nlp_transfer.registry": 0, "nlp_transfer.version": 0, "nlp_transfer.metrics": 0,
+    "nlp_transfer.log": 0,
     "nlp_transfer.config": 1,
     "nlp_transfer.data": 2, "nlp_transfer.config.multitask": 2,  # multi-task entries name data readers
     "nlp_transfer.tasks.ner.conll": 2, "nlp_transfer.tasks.multilabel.labels": 2,  # pure label utilities

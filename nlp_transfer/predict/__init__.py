@@ -59,15 +59,43 @@ class Predictor:
             out[idx] = z
         return out if out is not None else np.empty((0,), dtype=np.float32)
 
-    def __call__(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None = None,
-                 batch_size: int = 64) -> list[dict[str, Any]]:
+    def _inputs(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None
+                ) -> tuple[list[str], list[str] | None]:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if text_pairs is not None:
             text_pairs = [text_pairs] if isinstance(text_pairs, str) else list(text_pairs)
         if self.meta.get("text_pair") and text_pairs is None:
             raise ModelError("prediction input", expected="pairs of texts (this model was trained on text pairs)",
                              found="single texts", fix="pass text_pairs=[...] (CLI: --pair)")
+        return texts, text_pairs
+
+    def predict_proba(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None = None,
+                      batch_size: int = 64) -> np.ndarray:
+        """Label probabilities, one row per text, columns in ``label_names`` order (softmax for
+        single-label classification, per-label sigmoid for multi-label), as scikit-learn's."""
         spec = TASKS.get(self.task)
+        if spec is None or spec.probabilities is None:
+            raise ModelError("predict_proba", expected="a classification model (single- or multi-label)",
+                             found=f"task={self.task}", fix="call the predictor itself: predictor(texts)")
+        texts, text_pairs = self._inputs(texts, text_pairs)
+        return np.asarray(spec.probabilities(self.logits(texts, text_pairs, batch_size)), dtype=np.float32)
+
+    def __call__(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None = None,
+                 batch_size: int = 64, top_k: int | None = None) -> list[Any]:
+        """Predictions per text; ``top_k=k`` (single-label classification): the k most likely labels
+        per text, best first, each ``{"label", "score"}`` (as ``pipeline(..., top_k=k)``)."""
+        texts, text_pairs = self._inputs(texts, text_pairs)
+        spec = TASKS.get(self.task)
+        if top_k is not None:
+            if spec is None or not spec.exclusive_labels:
+                raise ModelError("top_k", expected="a single-label classification model",
+                                 found=f"task={self.task}", fix="leave top_k out (or use predict_proba)")
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise ModelError("top_k", expected="an integer >= 1", found=repr(top_k), fix="pass top_k=3")
+            probs = self.predict_proba(texts, text_pairs, batch_size)
+            names = self.label_names or [str(i) for i in range(probs.shape[-1])]
+            order = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
+            return [[{"label": names[j], "score": float(p[j])} for j in row] for row, p in zip(order, probs)]
         if spec is not None and spec.predict is not None:  # values; NER spans; multi-label with thresholds...
             return spec.predict(self, texts, text_pairs, batch_size)
         z = self.logits(texts, text_pairs, batch_size)

@@ -43,7 +43,7 @@ from nlp_transfer.strategies.partial import PartialStrategy
 
 # The built-in strategies: a new one is a new file and a line here (or register_strategy from user code).
 register_strategy(FullStrategy)
-register_strategy(PartialStrategy)
 register_strategy(FrozenStrategy)
 register_strategy(LoraStrategy)
+register_strategy(PartialStrategy)
 register_strategy(AutoStrategy)

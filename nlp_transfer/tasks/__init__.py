@@ -35,7 +35,8 @@ register_task(TaskSpec(
     num_outputs=lambda n: int(n or 2), loss=basic.cross_entropy, predictions=lambda z: z.argmax(-1),
     default_metrics=["accuracy", "f1", "precision", "recall", "matthews_correlation"],
     metric_for_best="accuracy", pipeline_tag="text-classification", supports_class_weights=True,
-    compute_metrics=common.sequence_classification_metrics, card_words="text classification", named_labels=True))
+    compute_metrics=common.sequence_classification_metrics, card_words="text classification", named_labels=True,
+    probabilities=basic.softmax, exclusive_labels=True))
 
 register_task(TaskSpec(
     name="regression", head="linear", token_level=False,
@@ -59,7 +60,8 @@ register_task(TaskSpec(
     default_metrics=["multilabel"], metric_for_best="micro_f1", pipeline_tag="text-classification",
     prepare=multilabel_task.prepare_multilabel, compute_metrics=multilabel_task.multilabel_metrics,
     predict=multilabel_task.predict_labels, finalize=multilabel_task.tune, label_dtype=torch.float32,
-    card_words="multi-label text classification", card_decode=_decode_multilabel))
+    card_words="multi-label text classification", card_decode=_decode_multilabel,
+    probabilities=multilabel_task.sigmoid))
 
 __all__ = ["basic", "common", "ner_task", "multilabel_task", "register_task", "unregister_task", "get_task",
            "TaskSpec", "TASKS"]

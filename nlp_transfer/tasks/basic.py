@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,3 +31,10 @@ def predict_values(predictor: Any, texts: list[str], text_pairs: list[str] | Non
 def decode_values(labels: str | None) -> str:
     """Card snippet: the regression output as numbers."""
     return "print(logits.squeeze(-1).tolist())"
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Class probabilities of single-label logits (last axis)."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)

@@ -27,7 +27,8 @@ from nlp_transfer.errors import ConfigError
 #: Config keys that may differ between the interrupted run and its resumption.
 RESUME_IGNORED = {"output.resume", "output.force_resume", "output.overwrite", "output.progress_bars",
                   "output.report_to", "hub.push", "hub.repo_id", "hub.private", "hub.revision", "hub.merge", "hub.base_model_id",
-                  "eval.batch_size"}
+                  "eval.batch_size", "output.logging_steps", "output.verbosity", "output.run_name",
+                  "output.tracker_init_kwargs"}
 
 
 def checkpoints_dir(out_dir: Path) -> Path:

@@ -15,6 +15,7 @@ metrics) comes from Accelerate.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -33,6 +34,10 @@ from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_p
                                 load_tokenizer, resolve_model)
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
 from nlp_transfer.strategies import get_strategy, snapshot_trainable
+from nlp_transfer.log import NAME as LOGGER_NAME
+from nlp_transfer.log import configure as configure_logging
+from nlp_transfer.log import verbosity
+from nlp_transfer.training.callbacks import TrainState, as_callbacks, callback_name, metrics_function
 from nlp_transfer.training.evaluate import evaluate
 from nlp_transfer.training.finish import finish_run
 from nlp_transfer.training.output import base_reference, prepare_output_dir
@@ -44,8 +49,12 @@ from nlp_transfer.training.sampling import combine_scores, task_probabilities, t
 class Engine:
     """Runs one :class:`RunPlan`. Each stage is a method, called in order by :meth:`run`."""
 
-    def __init__(self, plan: RunPlan) -> None:
+    def __init__(self, plan: RunPlan, callbacks: Any = None, compute_metrics: Any = None) -> None:
         self.plan, self.cfg = plan, plan.base
+        self.user_callbacks = callbacks
+        self.compute_metrics = metrics_function(compute_metrics)
+        self.callbacks: list[Any] = []
+        self.window = [0.0, 0]  # train loss since the last log line: sum, batches
         self.runs: dict[str, TaskRun] = {}
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"value": -math.inf, "epoch": 0, "step": 0, "weights": None, "scores": None,
@@ -57,15 +66,28 @@ class Engine:
 
     # ------------------------------------------------------------------ stages
     def run(self) -> RunResult:
+        import datasets
+        import transformers
+
         self.t0 = time.time()
-        self.setup()
-        self.prepare_data()
-        self.build_model()
-        self.prepare_loaders()
-        self.prepare_optimization()
-        start_epoch, skip = self.resume()
-        self.loop(start_epoch, skip)
-        return finish_run(self)  # the best weights, final passes, metrics and the saved folder
+        # Library progress bars are switched off during the run (ours cover it) and back on after.
+        bars = datasets.is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
+        try:
+            self.setup()
+            self.prepare_data()
+            self.build_model()
+            self.prepare_loaders()
+            self.prepare_optimization()
+            start_epoch, skip = self.resume()
+            self.loop(start_epoch, skip)
+            result = finish_run(self)  # the best weights, final passes, metrics and the saved folder
+            self.fire("on_train_end")
+            return result
+        finally:
+            if bars[0]:
+                datasets.enable_progress_bars()
+            if bars[1]:
+                transformers.utils.logging.enable_progress_bar()
 
     def setup(self) -> None:
         """Accelerator (global batch split over processes), seed, output folder."""
@@ -94,7 +116,14 @@ class Engine:
             mixed_precision=None if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision,
             log_with=self.report_to or None, project_dir=str(self.out_dir / "logs"))
         self.main = acc.is_main_process
-        self.show = self.main and cfg.output.progress_bars
+        # The main process speaks for all. Plain logging rather than accelerate.logging.get_logger:
+        # its adapter prefixes every line with "[RANK 0]".
+        self.log = configure_logging(cfg.output.verbosity) if self.main else logging.getLogger(LOGGER_NAME + ".rank")
+        if not self.main:
+            self.log.disabled = True
+        self.say = self.log.info
+        self.show = self.main and cfg.output.progress_bars and verbosity(cfg.output.verbosity) in ("debug", "info")
+        self.callbacks = as_callbacks(self.user_callbacks, self.trainer_arguments)
         if acc.num_processes > 1 and cfg.train.batch_size % acc.num_processes:
             raise ConfigError("train.batch_size", expected=f"a multiple of the {acc.num_processes} processes",
                               found=str(cfg.train.batch_size), fix="pick a batch size divisible by the process count")
@@ -148,7 +177,7 @@ class Engine:
         self.trained = self.strategy.apply(self.model)
         self.trainable, self.total = count_params(self.trained)
         what = f"multi-task {list(self.runs)} " if self.plan.multi else ""
-        acc.print(f"[nlp_transfer] {what}strategy={self.strategy.name} pooling={self.pooling} "
+        self.say(f"[nlp_transfer] {what}strategy={self.strategy.name} pooling={self.pooling} "
                   f"{format_params(self.trainable, self.total)}")
         self.class_weights = None
         if not self.plan.multi:  # per-class loss weights (tasks/imbalance.py); refused for multi-task
@@ -157,13 +186,13 @@ class Engine:
             self.class_weights = apply_class_weights(self.model, r.spec, cfg.train.class_weights, r.train_tok,
                                                      r.label_names)
             if self.class_weights:
-                acc.print(f"[nlp_transfer] class weights {self.class_weights}")
+                self.say(f"[nlp_transfer] class weights {self.class_weights}")
         key = {"model_id": self.resolved, "revision": cfg.model.revision, "weights_sha": self.base_ref["sha256"],
                "pooling": self.pooling, "max_length": cfg.model.max_length}
         for r in self.runs.values():
             r.loaders = build_loaders(r, self.model, self.tokenizer, cfg, self.strategy, acc, key,
-                                      r.name if self.plan.multi else None, self.show)
-            r.choose_metrics()
+                                      r.name if self.plan.multi else None, self.show, self.say)
+            r.choose_metrics(custom=self.compute_metrics is not None)
 
     def prepare_optimization(self) -> None:
         cfg, acc, hp = self.cfg, self.accelerator, self.hp
@@ -176,19 +205,78 @@ class Engine:
         for r in self.runs.values():
             r.loaders = {k: (acc.prepare(dl) if dl is not None else None) for k, dl in r.loaders.items()}
         self.step_model = compiled_step_model(self.trained, cfg.train.compile, self.strategy.uses_feature_cache,
-                                              acc.print)
+                                              self.say)
         self.clip_params = clip_parameters(acc, self.trained)
         s = self.plan.sampling
         self.probs = task_probabilities(self.batches, s.sampling, s.temperature)
         if self.plan.multi:
-            acc.print(f"[nlp_transfer] task sampling ({s.sampling}): "
+            self.say(f"[nlp_transfer] task sampling ({s.sampling}): "
                       + ", ".join(f"{k} {v:.2f}" for k, v in self.probs.items()))
+        self.state = TrainState(self.out_dir, self.total_steps)
         if self.report_to:
-            flat = {f"{sec}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
-                    for sec, d in cfg.to_dict().items() if isinstance(d, dict) for k, v in d.items()}
-            if self.plan.multi:
-                flat["tasks"] = ",".join(self.runs)
-            acc.init_trackers("nlp_transfer", config=flat)
+            self.init_trackers()
+
+    def init_trackers(self) -> None:
+        """Every tracker accelerate supports (``output.report_to``), with the resolved config, the run's
+        name (tensorboard: ``logs/<run_name>``; wandb ``name``; mlflow ``run_name``) and init kwargs."""
+        cfg, out = self.cfg, self.cfg.output
+        flat = {f"{sec}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
+                for sec, d in cfg.to_dict().items() if isinstance(d, dict) for k, v in d.items()}
+        if self.plan.multi:
+            flat["tasks"] = ",".join(self.runs)
+        kwargs = {k: dict(v) for k, v in (out.tracker_init_kwargs or {}).items()}
+        if out.run_name:
+            kwargs.setdefault("wandb", {}).setdefault("name", out.run_name)
+            kwargs.setdefault("mlflow", {}).setdefault("run_name", out.run_name)
+        self.accelerator.init_trackers(out.run_name or "nlp_transfer", config=flat,
+                                       init_kwargs={k: v for k, v in kwargs.items() if k in self.report_to})
+
+    def trainer_arguments(self) -> Any:
+        """TrainingArguments' names for this run's settings, the ``args`` a TrainerCallback receives.
+        A namespace, not ``TrainingArguments`` itself: building one resets Accelerate's state."""
+        from types import SimpleNamespace
+        hp, t, out = self.hp, self.cfg.train, self.cfg.output
+        return SimpleNamespace(
+            output_dir=str(self.out_dir), learning_rate=hp["lr"] or hp["head_lr"], num_train_epochs=hp["epochs"],
+            per_device_train_batch_size=t.batch_size // self.accelerator.num_processes,
+            gradient_accumulation_steps=t.gradient_accumulation_steps, weight_decay=t.weight_decay, seed=t.seed,
+            max_grad_norm=t.max_grad_norm, max_steps=t.max_steps or -1, logging_steps=out.logging_steps,
+            eval_steps=self.cfg.eval.every_steps, save_steps=out.checkpoint_every_steps, report_to=self.report_to,
+            run_name=out.run_name, metric_for_best_model=self.cfg.eval.metric_for_best)
+
+    # ------------------------------------------------------------------ callbacks and step logs
+    def fire(self, hook: str, *args: Any, where: tuple[int, int] | None = None) -> None:
+        """Call ``hook`` on every callback. One that raises stops the run with a one-line error naming
+        it; inside the loop (``where`` = epoch, position) a checkpoint is written first."""
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is None:
+                continue
+            try:
+                fn(self.state, *args)
+            except Exception as e:  # noqa: BLE001 - user code: any error stops the run the same way
+                kept = ""
+                if where is not None:
+                    kept = f"; the checkpoint {self.checkpoint(*where)} is kept: continue with output.resume=auto"
+                raise NLPTransferError(f"callback {callback_name(cb)}.{hook} at step {self.step}",
+                                       expected="a callback that returns", found=f"{type(e).__name__}: {e}",
+                                       fix="fix the callback" + kept) from e
+
+    def after_step(self, epoch: int, pos: int, out: dict[str, Any]) -> bool:
+        """Step logs every ``output.logging_steps`` (trackers and ``on_log``), then ``on_step_end``.
+        Returns True when a callback asked to stop."""
+        st = self.state
+        st.step, st.epoch = self.step, round(epoch - 1 + pos / self.steps_in_epoch, 4)
+        if self.step % self.cfg.output.logging_steps == 0 and self.window[1]:
+            logs = {"train/loss": self.window[0] / self.window[1],
+                    "train/learning_rate": float(self.scheduler.get_last_lr()[0]), "epoch": st.epoch}
+            if out.get("grad_norm") is not None:
+                logs["train/grad_norm"] = float(out["grad_norm"])
+            self.window = [0.0, 0]
+            self.accelerator.log(logs, step=self.step)
+            self.fire("on_log", logs, where=(epoch, pos))
+        self.fire("on_step_end", where=(epoch, pos))
+        return st.should_stop
 
     # ------------------------------------------------------------------ data position
     def start_pass(self, r: TaskRun, skip: int = 0, resuming: bool = False) -> None:
@@ -248,7 +336,7 @@ class Engine:
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state(rng["cuda"])
         self.resumed_from = str(resume_from)
-        acc.print(f"[nlp_transfer] resumed from {resume_from} (epoch {state['epoch']}, step {self.step})")
+        self.say(f"[nlp_transfer] resumed from {resume_from} (epoch {state['epoch']}, step {self.step})")
         return state["epoch"], state["batch_in_epoch"]
 
     def checkpoint(self, epoch: int, batch_in_epoch: int) -> Path:
@@ -256,8 +344,10 @@ class Engine:
                  "history": self.history, "tasks": {n: r.position() for n, r in self.runs.items()},
                  "best": {k: self.best[k] for k in ("value", "epoch", "step", "scores", "record")},
                  "config": self.plan.source.to_dict()}
-        return ckpt.save_checkpoint(self.accelerator, self.out_dir, self.step, state, self.best["weights"],
+        path = ckpt.save_checkpoint(self.accelerator, self.out_dir, self.step, state, self.best["weights"],
                                     self.cfg.output.keep_last_n, self.best["step"])
+        self.fire("on_save", path)
+        return path
 
     # ------------------------------------------------------------------ the loop
     def train_mode(self) -> None:
@@ -276,6 +366,8 @@ class Engine:
 
     def loop(self, start_epoch: int, skip: int) -> None:
         cfg, acc, hp = self.cfg, self.accelerator, self.hp
+        self.state.step = self.step
+        self.fire("on_train_begin")
         out_cfg, every_eval = cfg.output, cfg.eval.every_steps
         t_loop = time.time()
         self.timing["setup_s"] = t_loop - self.t0
@@ -297,17 +389,22 @@ class Engine:
                     out = training_step(acc, self.trained, self.step_model, self.next_batch(r), self.optimizer,
                                         self.scheduler, cfg.train.max_grad_norm, self.nonfinite(r.name),
                                         loss_weight=loss_w[r.name], clip_params=self.clip_params)
-                    r.running[0] += out["loss"].detach().float().item()
+                    loss = out["loss"].detach().float().item()
+                    r.running[0] += loss
                     r.running[1] += 1
+                    self.window[0] += loss
+                    self.window[1] += 1
                     pos += 1
                     if not acc.sync_gradients:
                         continue
                     self.step += 1
                     progress.update(1)
                     progress.set_postfix(loss=f"{self.mean_loss():.4f}")
-                    if every_eval and self.step % every_eval == 0:
-                        if self.evaluate_all(epoch - 1 + pos / self.steps_in_epoch):
+                    done = self.after_step(epoch, pos, out)  # step logs, callbacks (which may stop the run)
+                    if every_eval and self.step % every_eval == 0 and not done:
+                        if self.evaluate_all(epoch - 1 + pos / self.steps_in_epoch, where=(epoch, pos)):
                             self.stopped_early = done = True
+                        done = done or self.state.should_stop
                         self.train_mode()
                     if cfg.train.max_steps and self.step >= cfg.train.max_steps:
                         done = True
@@ -315,21 +412,22 @@ class Engine:
                         break
                     if stop.received is not None:
                         path = self.checkpoint(epoch, pos)
-                        acc.print(f"[nlp_transfer] signal {stop.received}: checkpoint written to {path}; "
+                        self.say(f"[nlp_transfer] signal {stop.received}: checkpoint written to {path}; "
                                   f"continue with output.resume=auto")
                         raise SystemExit(128 + stop.received)
                     if out_cfg.checkpoint_every_steps and self.step % out_cfg.checkpoint_every_steps == 0 \
                             and pos < self.steps_in_epoch:
                         self.checkpoint(epoch, pos)
                 if not every_eval or not self.history or self.history[-1]["step"] != self.step:
-                    if self.evaluate_all(float(epoch)):
+                    if self.evaluate_all(float(epoch), where=(epoch + 1, 0)):
                         self.stopped_early = done = True
+                    done = done or self.state.should_stop
                 at_end = done or epoch == hp["epochs"]
                 if not at_end and (out_cfg.checkpoint_every_epoch or stop.received is not None or (
                         out_cfg.checkpoint_every_steps and self.step % out_cfg.checkpoint_every_steps == 0)):
                     self.checkpoint(epoch + 1, 0)
                 if stop.received is not None and not at_end:
-                    acc.print(f"[nlp_transfer] signal {stop.received}: checkpoint written; "
+                    self.say(f"[nlp_transfer] signal {stop.received}: checkpoint written; "
                               f"continue with output.resume=auto")
                     raise SystemExit(128 + stop.received)
         progress.close()
@@ -350,9 +448,13 @@ class Engine:
         """Held-out and train-sample scores of one task, its gap, and the overfitting warning."""
         acc, cfg = self.accelerator, self.cfg
         where = f" {r.name}" if self.plan.multi else ""
-        kw = {"label_names": r.label_names, "extra": r.extra}
+        kw = {"label_names": r.label_names, "extra": r.extra, "compute_metrics": self.compute_metrics}
         ho = evaluate(acc, self.trained, r.loaders["held_out"], r.entry.task, r.metric_names,
                       f"eval{where} held-out", self.show, **kw)
+        if r.best_metric not in ho:
+            raise ConfigError("eval.metric_for_best" if not self.plan.multi else f"tasks.{r.name}.metric_for_best",
+                              expected=f"one of the held-out scores {sorted(ho)}", found=repr(r.best_metric),
+                              fix="name a metric of eval.metrics or a key that compute_metrics returns")
         tr = evaluate(acc, self.trained, r.loaders["sample"], r.entry.task, r.metric_names,
                       f"eval{where} train-sample", self.show, **kw) if len(r.sample_idx) else {}
         gap = (tr.get(r.best_metric, float("nan")) - ho[r.best_metric]) if tr else float("nan")
@@ -367,12 +469,12 @@ class Engine:
                    f"more data or a strategy that trains fewer weights")
             if self.main:
                 warnings.warn(msg, stacklevel=2)
-                acc.print(f"[nlp_transfer] WARNING {msg}")
+                self.log.warning(f"[nlp_transfer] WARNING {msg}")
         return {"held_out": ho, "train_sample": tr, "gap": gap}
 
-    def evaluate_all(self, epoch_f: float) -> bool:
-        """Score every task; track the best (the combination of the tasks' best metrics); return
-        True to stop early."""
+    def evaluate_all(self, epoch_f: float, where: tuple[int, int] | None = None) -> bool:
+        """Score every task; track the best (the combination of the tasks' best metrics); tell the
+        callbacks (``on_evaluate``); return True to stop early."""
         acc = self.accelerator
         losses = self.task_losses()
         if acc.num_processes > 1:  # each process saw its slice of every batch
@@ -394,6 +496,11 @@ class Engine:
             self.bad_evals = 0
         else:
             self.bad_evals += 1
+        st = self.state
+        st.history, st.best = self.history, {k: self.best[k] for k in ("value", "epoch", "step")}
+        st.metrics = dict(scores[next(iter(scores))]["held_out"]) if not self.plan.multi else \
+            {"combined": combined, **{n: dict(s["held_out"]) for n, s in scores.items()}}
+        self.fire("on_evaluate", st.metrics, where=where)
         return self.bad_evals >= self.hp["patience"]
 
     def record(self, epoch_f: float, losses: dict[str, float], scores: dict[str, dict[str, Any]],
@@ -406,13 +513,13 @@ class Engine:
             ho, tr, gap = s["held_out"], s["train_sample"], s["gap"]
             acc.log({**{f"held_out/{k}": v for k, v in ho.items()}, **{f"train_sample/{k}": v for k, v in tr.items()},
                      "gap": gap, "train/loss": losses[n]}, step=step)
-            acc.print(f"[nlp_transfer] epoch {epoch_f:.2f} step {step}: held-out {metric}={ho[metric]:.4f} "
+            self.say(f"[nlp_transfer] epoch {epoch_f:.2f} step {step}: held-out {metric}={ho[metric]:.4f} "
                       f"train-sample {metric}={tr.get(metric, float('nan')):.4f} gap={gap:+.4f} loss={losses[n]:.4f}")
             return {"epoch": round(epoch_f, 3), "step": step, "train_loss": losses[n], "held_out": ho,
                     "train_sample": tr, "gap": gap}
         acc.log({"combined": combined, **{f"{n}/held_out/{k}": v for n, s in scores.items()
                                           for k, v in s["held_out"].items()}}, step=step)
-        acc.print(f"[nlp_transfer] epoch {epoch_f:.2f} step {step}: combined={combined:.4f} " + " ".join(
+        self.say(f"[nlp_transfer] epoch {epoch_f:.2f} step {step}: combined={combined:.4f} " + " ".join(
             f"{n}.{self.runs[n].best_metric}={s['held_out'][self.runs[n].best_metric]:.4f} (gap {s['gap']:+.4f})"
             for n, s in scores.items()))
         return {"epoch": round(epoch_f, 3), "step": step, "train_loss": losses, "combined": combined,
@@ -421,6 +528,6 @@ class Engine:
                           for n, s in scores.items()}}
 
 
-def run_plan(plan: RunPlan) -> RunResult:
+def run_plan(plan: RunPlan, callbacks: Any = None, compute_metrics: Any = None) -> RunResult:
     """Train a plan of one or more tasks; returns where the output folder is and its metrics."""
-    return Engine(plan).run()
+    return Engine(plan, callbacks, compute_metrics).run()

@@ -1,7 +1,7 @@
 """Scoring a split during training, and the datasets/collators the loaders are built from."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -50,12 +50,14 @@ def model_inputs(ds: Any) -> Any:
 
 def evaluate(accelerator: Any, model: torch.nn.Module, loader: DataLoader, task: str,
              metric_names: list[str], desc: str, show: bool, *, label_names: list[str] | None = None,
-             extra: dict[str, Any] | None = None, keep_outputs: bool = False) -> EvalScores:
+             extra: dict[str, Any] | None = None, keep_outputs: bool = False,
+             compute_metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None) -> EvalScores:
     """Score one split: gather logits and labels, then the task's ``compute_metrics`` hook
     (tasks/common.py). ``gather_for_metrics`` drops the samples Accelerate duplicated to
     even out the last batch, so every example counts exactly once on any process count;
     token-level outputs are first padded to one length across processes (labels with -100).
-    Non-scalar reports (per-class, confusion matrix) are in ``scores.details``."""
+    Non-scalar reports (per-class, confusion matrix) are in ``scores.details``; ``compute_metrics``
+    (the user's, Trainer-style) adds its values next to the named metrics."""
     spec = TASKS[task]
     model.eval()
     all_logits, all_refs, losses = [], [], []
@@ -74,6 +76,8 @@ def evaluate(accelerator: Any, model: torch.nn.Module, loader: DataLoader, task:
     logits = stack_outputs(all_logits, 0.0)
     refs = stack_outputs(all_refs, -100)
     scores = task_metrics(spec, metric_names, logits, refs, label_names, extra)
+    if compute_metrics is not None:
+        scores.update(compute_metrics(logits, refs))
     scores["loss"] = float(np.concatenate(losses).mean())
     scores["n"] = int(len(refs))
     if keep_outputs:

@@ -2,10 +2,12 @@
 the test split), the metrics, and the output folder written atomically."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from nlp_transfer.config.objects import is_in_memory
 from nlp_transfer.strategies import restore_trainable, write_json
 from nlp_transfer.tasks.common import write_artifacts
 from nlp_transfer.training.evaluate import evaluate
@@ -28,7 +30,7 @@ def task_metrics(e: Engine, r: "TaskRun") -> tuple[dict[str, Any], dict[str, Any
     acc = e.accelerator
     s = e.best["scores"][r.name]
     where = f" {r.name}" if e.plan.multi else ""
-    kw = {"label_names": r.label_names, "extra": r.extra}
+    kw = {"label_names": r.label_names, "extra": r.extra, "compute_metrics": e.compute_metrics}
     details, fin = getattr(s["held_out"], "details", None), {}
     if r.spec.finalize is not None or details is None:  # one more held-out pass only when needed
         final = evaluate(acc, e.trained, r.loaders["held_out"], r.entry.task, r.metric_names,
@@ -126,6 +128,9 @@ def write_folder(e: Engine, tmp: Path, metrics: dict[str, Any], meta: dict[str, 
     """Weights (as the strategy saves them), confusion matrices, tokenizer, resolved config, metadata."""
     unwrapped = e.accelerator.unwrap_model(e.trained)
     meta.update(e.strategy.save(unwrapped, tmp))
+    if is_in_memory(e.cfg.model.name) and e.strategy.needs_base_model(meta):  # the folder loads without the object
+        shutil.copytree(e.resolved, tmp / "base_model")
+        meta["base_model"] = {**meta["base_model"], "path": "base_model"}
     if e.plan.multi:
         for n, m in metrics["tasks"].items():
             cm = (m.get("held_out_details") or {}).get("confusion_matrix")
@@ -155,8 +160,8 @@ def finish_run(e: Engine) -> RunResult:
     metrics, meta = view(e, per_task, fins)
     if e.main:  # main process only; written to a temporary folder, then moved in
         write_atomically(e.out_dir, lambda tmp: write_folder(e, tmp, metrics, meta))
-        acc.print(format_table(metrics, metrics["gap_metric"]))
-        acc.print(f"[nlp_transfer] saved to {e.out_dir}")
+        e.say(format_table(metrics, metrics["gap_metric"]))
+        e.say(f"[nlp_transfer] saved to {e.out_dir}")
     acc.wait_for_everyone()
     acc.end_training()
     return RunResult(output_dir=e.out_dir, metrics=metrics, config=e.plan.source, history=e.history,

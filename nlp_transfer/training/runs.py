@@ -84,10 +84,14 @@ class TaskRun:
     def num_labels(self) -> int | None:
         return len(self.label_names) if self.label_names else None
 
-    def choose_metrics(self) -> None:
+    def choose_metrics(self, custom: bool = False) -> None:
+        """Named metrics, and the one that picks the best epoch (with ``custom``: it may also be a key
+        that the user's compute_metrics returns)."""
+        from nlp_transfer.metrics import canonical_metric
         self.metric_names = list(self.entry.metrics or self.spec.default_metrics)
         self.best_metric = self.entry.metric_for_best or self.spec.metric_for_best
-        if self.best_metric not in self.metric_names and self.best_metric != "loss":
+        known = not custom or canonical_metric(self.best_metric) is not None
+        if self.best_metric not in self.metric_names and self.best_metric != "loss" and known:
             self.metric_names.append(self.best_metric)
         self.sign = 1.0 if (self.spec.greater_is_better and self.best_metric != "loss") else -1.0
 
@@ -142,7 +146,8 @@ def _identity(batch: Any) -> Any:
 
 
 def build_loaders(r: TaskRun, model: Any, tokenizer: Any, cfg: RecipeConfig, strategy: Any, accelerator: Any,
-                  key: dict[str, Any], tag: str | None, show: bool) -> dict[str, DataLoader | None]:
+                  key: dict[str, Any], tag: str | None, show: bool,
+                  say: Callable[[str], None]) -> dict[str, DataLoader | None]:
     """train / held_out / sample / test loaders: cached features for strategies that train on them
     (per-token features for token-level tasks), length-grouped token batches otherwise."""
     collate = r.spec.collator(tokenizer) if r.spec.collator else default_collator(tokenizer)
@@ -155,19 +160,20 @@ def build_loaders(r: TaskRun, model: Any, tokenizer: Any, cfg: RecipeConfig, str
         from nlp_transfer.tasks.token_features import token_feature_loaders
         with accelerator.main_process_first():
             tr, ho, sa, te = token_feature_loaders(model, splits, r.sample_idx, collate, bs, ebs, accelerator.device,
-                                                   {**key, "pooling": "tokens"}, cache_dir, show, g, accelerator.print)
+                                                   {**key, "pooling": "tokens"}, cache_dir, show, g, say)
         loaders = {"train": tr, "held_out": ho, "sample": sa, "test": te}
         for dl in loaders.values():
             if dl is not None:
                 dl.collate_fn = with_task(dl.collate_fn, tag)
         return loaders
     if strategy.uses_feature_cache:
-        return _feature_loaders(r, model, collate, cfg, accelerator, key, cache_dir, tag, show)
+        return _feature_loaders(r, model, collate, cfg, accelerator, key, cache_dir, tag, show, say)
     return _token_loaders(r, collate, cfg, tag)
 
 
 def _feature_loaders(r: TaskRun, model: Any, collate: Callable, cfg: RecipeConfig, accelerator: Any,
-                     key: dict[str, Any], cache_dir: Path | None, tag: str | None, show: bool) -> dict[str, Any]:
+                     key: dict[str, Any], cache_dir: Path | None, tag: str | None, show: bool,
+                     say: Callable[[str], None]) -> dict[str, Any]:
     model.to(accelerator.device)
     arrs: dict[str, np.ndarray] = {}
     splits = {"train": r.train_tok, "held_out": r.held_tok, "test": r.test_tok}
@@ -179,7 +185,7 @@ def _feature_loaders(r: TaskRun, model: Any, collate: Callable, cfg: RecipeConfi
             label = split if tag is None else f"{tag}/{split}"
             arrs[split], hit = feats.cached_features(model, ds, collate, cfg.eval.batch_size, accelerator.device, key,
                                                      cache_dir, f"features {label}", show)
-            accelerator.print(f"[nlp_transfer] {label} features {'from cache' if hit else 'computed'}: "
+            say(f"[nlp_transfer] {label} features {'from cache' if hit else 'computed'}: "
                               f"{tuple(arrs[split].shape)}")
     dtype = r.spec.label_dtype or torch.long
 

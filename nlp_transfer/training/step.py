@@ -75,7 +75,8 @@ def training_step(accelerator: Any, trained: Any, step_model: Any, batch: dict[s
 
     ``on_nonfinite(loss)`` builds the error raised for a NaN/inf loss (each loop names its own
     step and the way back). ``clip_params``: from :func:`clip_parameters` (default: all of
-    ``trained``'s parameters, walked now). Returns the model output (``out["loss"]`` unweighted).
+    ``trained``'s parameters, walked now). Returns the model output (``out["loss"]`` unweighted;
+    ``out["grad_norm"]``, the norm before clipping, when gradients were clipped).
     """
     with accelerator.accumulate(trained):
         out = step_model(**batch)
@@ -84,8 +85,9 @@ def training_step(accelerator: Any, trained: Any, step_model: Any, batch: dict[s
             raise on_nonfinite(loss)
         accelerator.backward(loss)
         if accelerator.sync_gradients and max_grad_norm:
-            accelerator.clip_grad_norm_(clip_params if clip_params is not None else trained.parameters(),
-                                        max_grad_norm)
+            # The norm before clipping, kept as a tensor (read only when a step is logged: no sync here).
+            out["grad_norm"] = accelerator.clip_grad_norm_(
+                clip_params if clip_params is not None else trained.parameters(), max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
