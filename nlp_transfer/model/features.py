@@ -19,22 +19,13 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from nlp_transfer.data import MODEL_INPUTS, column_numpy
-from nlp_transfer.model import TransferModel
+from nlp_transfer.model import TransferModel, cache_root
 
 
 def default_cache_dir() -> Path:
-    """The frozen-feature cache (``output.cache_dir`` overrides it): ``<root>/features`` where
-    ``<root>`` is, first set wins, ``$NLP_TRANSFER_CACHE``, ``$HF_HOME/nlp_transfer``,
-    ``$XDG_CACHE_HOME/nlp_transfer``, else ``~/.cache/nlp_transfer``."""
-    if os.environ.get("NLP_TRANSFER_CACHE"):
-        root = Path(os.environ["NLP_TRANSFER_CACHE"])
-    elif os.environ.get("HF_HOME"):
-        root = Path(os.environ["HF_HOME"]) / "nlp_transfer"
-    elif os.environ.get("XDG_CACHE_HOME"):
-        root = Path(os.environ["XDG_CACHE_HOME"]) / "nlp_transfer"
-    else:
-        root = Path.home() / ".cache" / "nlp_transfer"
-    return root.expanduser() / "features"
+    """The frozen-feature cache (``output.cache_dir`` overrides it): ``<cache root>/features``
+    (:func:`nlp_transfer.model.cache_root`: NLP_TRANSFER_CACHE, HF_HOME, XDG_CACHE_HOME, ~/.cache)."""
+    return cache_root() / "features"
 
 
 def token_fingerprint(ds: Dataset) -> str:

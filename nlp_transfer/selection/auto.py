@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nlp_transfer.errors import is_main_process
+from nlp_transfer.log import configure as configure_logging
 from nlp_transfer.selection.decide import Decision, Signals, decide_strategy, explain
 from nlp_transfer.config import RecipeConfig
 from nlp_transfer.errors import ConfigError
@@ -248,6 +250,7 @@ def resolve_auto(cfg: RecipeConfig, time_budget_s: float | None = None, threshol
                                 f"lora (hybrid) and partial, not {decision.strategy}")
         new.strategy.unfreeze_top_k = None
     new.strategy.__post_init__()  # re-validate the concrete choice
-    if verbose:
-        print("[nlp_transfer] " + explain(decision).replace("\n", "\n[nlp_transfer] "), flush=True)
+    if verbose and is_main_process():  # through the run's logger: output.verbosity / --quiet apply
+        configure_logging(cfg.output.verbosity).info(
+            "[nlp_transfer] " + explain(decision).replace("\n", "\n[nlp_transfer] "))
     return new, decision
