@@ -130,6 +130,13 @@ def test_a_callback_that_raises_stops_the_run_naming_it_and_keeps_a_checkpoint(t
     assert "output.resume=auto" in msg and "\n" not in msg
     kept = ckpt.latest_complete(out)
     assert kept is not None and kept.name == "step-4" and not (out / "metrics.json").exists()
+
+    class BrokenEverywhere(Broken):  # failing again when told about the checkpoint: the first error stands
+        def on_save(self, state, path):
+            raise RuntimeError("also broken")
+    with pytest.raises(NLPTransferError, match="callback BrokenEverywhere.on_step_end at step 4"):
+        train(Recipe(**{**kw, "output": {**kw["output"], "dir": str(tmp_path / "o2"), "checkpoint_every_epoch": False}}),
+              callbacks=[BrokenEverywhere()])
     r = train(Recipe(**{**kw, "output": {**kw["output"], "resume": "auto"}}))
     assert r.metrics["resumed_from"] and (out / "metrics.json").is_file()
 

@@ -20,7 +20,7 @@ from nlp_transfer.training import checkpoint as ckpt
 from nlp_transfer.errors import NLPTransferError
 from nlp_transfer.multitask import MultiTaskConfig, train_multitask
 from nlp_transfer.recipe import train
-from test_resume import _env, _run, _wait_for_step
+from test_resume import _env, _run, _wait_for_step, sigterm_then_resume
 from toy import make_rows, write_csv
 
 WEIGHTS = {"full": ["model.safetensors", "head.safetensors"], "frozen": ["head.safetensors"],
@@ -123,18 +123,9 @@ def test_multitask_sigkill_then_resume_matches_uninterrupted(tiny_model, two_tas
 
 
 def test_multitask_sigterm_writes_checkpoint_and_resumes(tiny_model, two_tasks, tmp_path):
-    env = _env(tmp_path / "cache")
     preset = _preset(tmp_path, tiny_model, two_tasks, "full")
     out = tmp_path / "term"
-    proc = subprocess.Popen(_cli(preset, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_step(proc, out, 3)
-    proc.send_signal(signal.SIGTERM)
-    stdout, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "checkpoint written" in stdout and "output.resume=auto" in stdout
-    assert ckpt.latest_complete(out) is not None and not (out / "metrics.json").exists()
-    resumed = _run(_cli(preset, out, "output.resume=auto"), env)
-    assert resumed.returncode == 0 and (out / "metrics.json").is_file()
+    sigterm_then_resume(_cli(preset, out), _cli(preset, out, "output.resume=auto"), out, _env(tmp_path / "cache"))
 
 
 def _mt(tiny_model: Path, two_tasks: tuple[Path, Path], out: Path, **sections: dict) -> MultiTaskConfig:

@@ -86,19 +86,24 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_pat
     assert all((w[k] == ref_w[k]).all() for k in w), f"weights differ after kill at step {kill_at}"
 
 
-def test_sigterm_writes_checkpoint_and_exits_nonzero(tiny_model, data_csv, tmp_path):
-    env = _env(tmp_path / "cache")
-    out = tmp_path / "term"
-    proc = subprocess.Popen(_args(tiny_model, data_csv, out, "full"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def sigterm_then_resume(command: list[str], resume: list[str], out: Path, env: dict) -> None:
+    """SIGTERM at step 3: a checkpoint, exit 143, no finished folder; then the resume finishes."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_step(proc, out, 3)
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
     assert "checkpoint written" in stdout and "output.resume=auto" in stdout
     assert ckpt.latest_complete(out) is not None and not (out / "metrics.json").exists()
-    resumed = _run(_args(tiny_model, data_csv, out, "full", "output.resume=auto"), env)
+    resumed = _run(resume, env)
     assert resumed.returncode == 0 and (out / "metrics.json").is_file()
+    assert "resumed from" in resumed.stdout
+
+
+def test_sigterm_writes_checkpoint_and_exits_nonzero(tiny_model, data_csv, tmp_path):
+    out = tmp_path / "term"
+    sigterm_then_resume(_args(tiny_model, data_csv, out, "full"),
+                        _args(tiny_model, data_csv, out, "full", "output.resume=auto"), out, _env(tmp_path / "cache"))
 
 
 def test_incomplete_checkpoint_is_skipped_with_warning(tmp_path):

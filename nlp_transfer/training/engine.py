@@ -257,7 +257,7 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - user code: any error stops the run the same way
                 kept = ""
                 if where is not None:
-                    kept = f"; the checkpoint {self.checkpoint(*where)} is kept: continue with output.resume=auto"
+                    kept = f"; the checkpoint {self.checkpoint(*where, notify=False)} is kept: continue with output.resume=auto"
                 raise NLPTransferError(f"callback {callback_name(cb)}.{hook} at step {self.step}",
                                        expected="a callback that returns", found=f"{type(e).__name__}: {e}",
                                        fix="fix the callback" + kept) from e
@@ -339,14 +339,15 @@ class Engine:
         self.say(f"[nlp_transfer] resumed from {resume_from} (epoch {state['epoch']}, step {self.step})")
         return state["epoch"], state["batch_in_epoch"]
 
-    def checkpoint(self, epoch: int, batch_in_epoch: int) -> Path:
+    def checkpoint(self, epoch: int, batch_in_epoch: int, notify: bool = True) -> Path:
         state = {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": self.step, "bad_evals": self.bad_evals,
                  "history": self.history, "tasks": {n: r.position() for n, r in self.runs.items()},
                  "best": {k: self.best[k] for k in ("value", "epoch", "step", "scores", "record")},
                  "config": self.plan.source.to_dict()}
         path = ckpt.save_checkpoint(self.accelerator, self.out_dir, self.step, state, self.best["weights"],
                                     self.cfg.output.keep_last_n, self.best["step"])
-        self.fire("on_save", path)
+        if notify:  # not while reporting a failed callback: it must not fail a second time
+            self.fire("on_save", path)
         return path
 
     # ------------------------------------------------------------------ the loop
