@@ -324,13 +324,14 @@ class Engine:
         for n, pos in state["tasks"].items():
             r = self.runs[n]
             r.pass_no, r.running, r.gap_warned = pos["pass_no"], list(pos["running"]), pos["gap_warned"]
-            if pos["live"] and state["batch_in_epoch"]:
+            if pos["live"]:
                 # Start the iterator (and fetch one batch) *before* restoring the RNG: building a
                 # DataLoader iterator draws a base seed from the global RNG, which the uninterrupted
-                # run did before the checkpoint was taken.
+                # run did before the checkpoint was taken. A task's pass does not end with the epoch
+                # (tasks are sampled), so this holds at an epoch boundary too.
                 self.start_pass(r, skip=pos["consumed"], resuming=True)
                 r.peeked = next(r.iterator)
-        if state["batch_in_epoch"]:
+        if state["batch_in_epoch"] or any(pos["live"] for pos in state["tasks"].values()):
             rng = torch.load(Path(resume_from) / f"loop_rng_{acc.process_index}.pt", weights_only=True)
             torch.set_rng_state(rng["cpu"])
             if "cuda" in rng and torch.cuda.is_available():
