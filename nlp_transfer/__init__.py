@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from nlp_transfer.config import Recipe, RecipeConfig, load_config
 from nlp_transfer.errors import ConfigError, DataError, ModelError, NLPTransferError
 from nlp_transfer.registry import TaskSpec, register_task, unregister_task, unregister_strategy
-# Importing these registers the built-in strategies (full, frozen, lora, partial, auto) and tasks
+# Importing these registers the built-in strategies (full, frozen, lora, partial, contrastive, auto) and tasks
 # (sequence_classification, regression, token_classification, multi_label): config validation,
 # saving, loading, pushing and model cards read the registries.
 from nlp_transfer import strategies, tasks  # noqa: E402,F401

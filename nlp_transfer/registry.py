@@ -143,6 +143,13 @@ def check_strategy_config(cfg: Any) -> None:
         check(cfg)
 
 
+def check_strategy_recipe(cfg: Any) -> None:
+    """The registered strategy's checks of a whole ``RecipeConfig`` (e.g. the tasks it supports)."""
+    check = getattr(STRATEGIES.get(cfg.strategy.name), "check_recipe", None)
+    if check is not None:
+        check(cfg)
+
+
 # --------------------------------------------------------------------------- tasks
 
 def register_task(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:

@@ -38,7 +38,7 @@ def test_unknown_key_names_valid_ones_and_suggests():
 
 
 @pytest.mark.parametrize("override,fragment", [
-    ("strategy=lorra", "strategy.name: expected one of ['full', 'frozen', 'lora', 'partial', 'auto'], found 'lorra' (did you mean 'lora'?)"),
+    ("strategy=lorra", "strategy.name: expected one of ['full', 'frozen', 'lora', 'partial', 'contrastive', 'auto'], found 'lorra' (did you mean 'lora'?)"),
     ("train.lr=0", "train.lr: expected a number > 0, found 0"),
     ("train.lr=-1e-3", "train.lr: expected a number > 0"),
     ("train.epochs=0", "train.epochs: expected a number > 0, found 0"),

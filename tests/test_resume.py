@@ -17,7 +17,10 @@ from safetensors.torch import load_file
 from nlp_transfer.training import checkpoint as ckpt
 from toy import make_rows, write_csv
 
-WEIGHTS = {"full": "model.safetensors", "frozen": "head.safetensors", "lora": "adapter_model.safetensors"}
+WEIGHTS = {"full": "model.safetensors", "frozen": "head.safetensors", "lora": "adapter_model.safetensors",
+           "contrastive": "head.safetensors"}
+#: Per-strategy settings that keep the run short (contrastive: 2 pair rounds before the head trains).
+EXTRA = {"contrastive": ["strategy.pair_rounds=2"]}
 
 
 def _args(model: Path, data: Path, out: Path, strategy: str, *extra: str) -> list[str]:
@@ -59,25 +62,32 @@ def data_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("resume_data") / "train.csv", make_rows(120))
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora", "frozen"])
+@pytest.mark.parametrize("strategy", ["full", "lora", "frozen", "contrastive"])
 def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_path, strategy):
+    """contrastive: the kill lands in the head phase; the resumed run reuses the tuned encoder kept
+    in checkpoints/contrastive/ (phase 1 is not repeated) and still ends bitwise equal."""
     env = _env(tmp_path / "cache")
-    ref = _run(_args(tiny_model, data_csv, tmp_path / "ref", strategy), env)
+    ref = _run(_args(tiny_model, data_csv, tmp_path / "ref", strategy, *EXTRA.get(strategy, [])), env)
     assert ref.returncode == 0, ref.stderr[-3000:]
     ref_m, ref_w = _final(tmp_path / "ref", strategy)
     total = ref_m["best_step"] if False else len(ref_m["history"]) * 12  # 96 train rows / batch 8 = 12 steps/epoch
     kill_at = random.Random().randint(2, total - 2)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_args(tiny_model, data_csv, out, strategy), env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_args(tiny_model, data_csv, out, strategy, *EXTRA.get(strategy, [])), env=env,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_for_step(proc, out, kill_at)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists()
-    resumed = _run(_args(tiny_model, data_csv, out, strategy, "output.resume=auto"), env)
+    resumed = _run(_args(tiny_model, data_csv, out, strategy, *EXTRA.get(strategy, []), "output.resume=auto"), env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout, f"killed at step {kill_at}: {resumed.stdout[-500:]}"
+    if strategy == "contrastive":
+        assert "tuned encoder reused" in resumed.stdout
+        enc, ref_enc = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "ref" / "model.safetensors"))
+        assert all((enc[k] == ref_enc[k]).all() for k in ref_enc), "tuned encoder differs after resume"
     m, w = _final(out, strategy)
     assert m["resumed_from"]
     for key in ("held_out", "train_sample", "gap", "best_epoch", "best_step", "stopped_early"):

@@ -227,8 +227,19 @@ class StrategyConfig:
     lora_dropout: float = 0.1
     #: None -> the attention projections of the architecture (PEFT's own mapping).
     target_modules: list[str] | None = None
-    #: frozen: cache features on disk and reuse them across runs.
+    #: frozen, contrastive: cache features on disk and reuse them across runs.
     cache_features: bool = True
+    #: contrastive: pair budget, as SetFit's num_iterations: each round gives every training example
+    #: one same-label and one other-label partner (2 x examples pairs per round).
+    pair_rounds: int = 20
+    #: contrastive: pairs per optimizer step (SetFit's batch_size).
+    pair_batch_size: int = 16
+    #: contrastive: passes over the pairs (SetFit's num_epochs).
+    pair_epochs: int = 1
+    #: contrastive: "cosine" (MSE between cos(u, v) and 1/0: SetFit's CosineSimilarityLoss) or
+    #: "margin" (same-label pairs pulled to cos 1, other-label pairs pushed below cos = pair_margin).
+    pair_loss: str = "cosine"
+    pair_margin: float = 0.5
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
@@ -239,6 +250,11 @@ class StrategyConfig:
                               found=repr(self.unfreeze_top_k), fix="pass strategy.unfreeze_top_k=2")
         registry.check_strategy_config(self)  # the strategy's own checks (unfreeze_top_k with full/frozen...)
         _check_positive("strategy", "lora_r", self.lora_r)
+        for key in ("pair_rounds", "pair_batch_size", "pair_epochs"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"strategy.{key}", expected="an integer >= 1", found=repr(getattr(self, key)),
+                                  fix=f"pass strategy.{key}={getattr(StrategyConfig, key)}")
+        _check_choice("strategy", "pair_loss", self.pair_loss, ("cosine", "margin"))
         self.target_modules = to_list("strategy", "target_modules", self.target_modules)
 
 
@@ -281,6 +297,10 @@ class TrainConfig:
     #: head on cached features and ignores it). Off by default: it costs a compile of tens of seconds
     #: per new shape family and pays only on long runs (benchmarks/levers.py compile).
     compile: bool = False
+    #: Step budget of the strategies that train the encoder (full, lora, partial): when ``epochs`` is
+    #: left to the strategy, train at least this many optimizer steps (more epochs on small data;
+    #: evaluations stay as many as the default epochs). An explicit ``train.epochs`` wins; 0 = off.
+    min_steps: int = 0
     #: Stop after this many optimizer steps (quick runs / tests). None = no limit.
     max_steps: int | None = None
     #: Class imbalance (sequence/token classification): "none", "auto" (n / (k * count_c),
@@ -304,6 +324,7 @@ class TrainConfig:
         _check_positive("train", "weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("train", "max_grad_norm", self.max_grad_norm, allow_zero=True)
         _check_positive("train", "max_steps", self.max_steps, allow_none=True)
+        _check_positive("train", "min_steps", self.min_steps, allow_zero=True)
         if not 0.0 <= float(self.warmup_ratio) < 1.0:
             raise ConfigError("train.warmup_ratio", expected="a float in [0, 1)",
                               found=repr(self.warmup_ratio), fix="pass train.warmup_ratio=0.1")
@@ -320,6 +341,10 @@ class EvalConfig:
     metric_for_best: str | None = None
     #: Fixed, seeded sample of the train split scored with the same metrics every evaluation.
     train_sample_size: int = 512
+    #: Keep the weights of the best held-out evaluation and stop early (``patience``). False: keep the
+    #: last weights and run every epoch; the held-out set then only reports and never selects
+    #: (Trainer's ``load_best_model_at_end=False``; fair few-shot comparisons with no dev set).
+    select_best: bool = True
     #: Early stopping: evaluations without an improvement > min_delta. None -> strategy default.
     patience: int | None = None
     min_delta: float = 0.0
@@ -464,6 +489,7 @@ class RecipeConfig:
             setattr(self, name, _build_section(name, raw[name]))
         _check_choice("recipe", "task", self.task, tuple(registry.TASKS))
         registry.check_task_config(self)
+        registry.check_strategy_recipe(self)
 
     # ---- derived values ----------------------------------------------------------
     def resolved_train(self) -> dict[str, Any]:

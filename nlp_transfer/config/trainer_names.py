@@ -40,6 +40,7 @@ TRAINER_ALIASES: dict[str, str] = {
     "torch_compile": "train.compile",
     "group_by_length": "train.group_by_length",
     "metric_for_best_model": "eval.metric_for_best",
+    "load_best_model_at_end": "eval.select_best",
     "early_stopping_patience": "eval.patience",
     "early_stopping_threshold": "eval.min_delta",
     "eval_steps": "eval.every_steps",

@@ -294,8 +294,10 @@ def auto_pooling(model_path: str, strategy: str) -> str:
     """``model.pooling=auto``: follow the checkpoint (sentence-transformers' 1_Pooling); otherwise
     mean when the strategy leaves the encoder unchanged (CLS of a model never trained for it is a
     poor sentence vector), CLS when it fine-tunes the encoder (``Strategy.trains_encoder``)."""
-    trains_encoder = getattr(STRATEGIES.get(strategy), "trains_encoder", True)
-    return declared_pooling(model_path) or ("cls" if trains_encoder else "mean")
+    cls = STRATEGIES.get(strategy)
+    trains_encoder = getattr(cls, "trains_encoder", True)
+    return declared_pooling(model_path) or getattr(cls, "undeclared_pooling", None) or \
+        ("cls" if trains_encoder else "mean")
 
 
 def build_model(model_name: str, task: str, num_labels: int | None, pooling: str = "auto",

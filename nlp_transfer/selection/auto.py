@@ -213,8 +213,16 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
     meas["measure_s"] = round(time.perf_counter() - t0, 2)
     signals = Signals(n_train=n_train, n_classes=n_classes, min_per_class=min_per_class, probe_score=probe_score,
                       probe_chance=chance, model_params=int(total), device=dev["device"],
-                      gpu_memory_gb=dev.get("gpu_memory_gb"), time_budget_s=time_budget_s, est_full_epoch_s=est)
+                      gpu_memory_gb=dev.get("gpu_memory_gb"), time_budget_s=time_budget_s, est_full_epoch_s=est,
+                      pairable=pairable(cfg, n_classes, min_per_class))
     return signals, meas
+
+
+def pairable(cfg: RecipeConfig, n_classes: int | None, min_per_class: int | None) -> bool:
+    """Contrastive pairs are possible: a task the contrastive strategy supports, 2+ classes, 2+
+    examples in every class."""
+    from nlp_transfer.strategies.contrastive import SUPPORTED_TASKS
+    return cfg.task in SUPPORTED_TASKS and bool(n_classes and n_classes >= 2 and (min_per_class or 0) >= 2)
 
 
 def _budget_from(cfg: RecipeConfig) -> float | None:

@@ -49,14 +49,14 @@ import numpy as np
 from nlp_transfer.selection import report
 from nlp_transfer.config import DataConfig, RecipeConfig, apply_overrides
 from nlp_transfer.data.args import add_data_arguments, data_config_from_args  # noqa: F401  (also importable from here)
-from nlp_transfer.registry import strategy_defaults
+from nlp_transfer.registry import strategy_class, strategy_defaults
 from nlp_transfer.errors import ConfigError, NLPTransferError
 
 __all__ = ["STRATEGY_CHOICES", "CompareResult", "compare", "summarize", "recommend", "build_scratch_model",
            "work_units", "add_subcommand", "PeakMemory"]
 
 #: Strategies ``compare`` knows; ``scratch`` is ``full`` on a randomly initialised copy.
-STRATEGY_CHOICES = ("frozen", "lora", "full", "partial", "scratch")
+STRATEGY_CHOICES = ("frozen", "lora", "full", "partial", "contrastive", "scratch")
 #: Held-out difference under which two strategies count as equally good (absolute metric
 #: units), unless the best one's seed spread is larger.
 TOLERANCE = 0.01
@@ -328,6 +328,8 @@ def work_units(strategy: str, n: int, epochs: int, batch_size: int, n_eval: int)
     (forward only, about a third of a training step per example)."""
     if strategy == "frozen":
         return (n + n_eval) / batch_size
+    if strategy == "contrastive":  # SetFit's 20 rounds x 2 pairs per example, 16 pairs (32 sentences) a step
+        return (n + n_eval) / batch_size + 2 * 20 * n / 16 * (32 / batch_size)
     return epochs * (math.ceil(n / batch_size) + n_eval / (3 * batch_size))
 
 
@@ -420,7 +422,8 @@ class _Grid:
 
     def epochs(self, strategy: str, size: int | str, concrete: str) -> int | None:
         epochs = self.base["train"].get("epochs")
-        if strategy != "frozen" and self.budget_epochs is not None:
+        budgeted = strategy_class(concrete).step_budget  # fine-tuning strategies (not frozen, contrastive)
+        if budgeted and self.budget_epochs is not None:
             epochs = int(self.budget_epochs)
         if self.min_steps:  # more epochs on small subsets: at least min_steps optimizer steps
             e0 = int(epochs if epochs is not None else strategy_defaults(concrete)["epochs"])

@@ -42,6 +42,9 @@ __all__ = [
 
 #: From least to most adaptation; the compute rules step down this list.
 STRATEGIES: tuple[str, ...] = ("frozen", "lora", "full")
+#: Where a strategy the compute rules exclude falls back to (contrastive tunes every encoder weight,
+#: as full does, on few examples: without it, frozen features are the few-shot choice).
+FALLBACK: dict[str, str] = {"full": "lora", "lora": "frozen", "contrastive": "frozen"}
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "mps")
 
 # --------------------------------------------------------------------------- thresholds
@@ -55,6 +58,14 @@ FEW_LABELS_PER_CLASS = 50
 #: At least this many labelled examples (and compute that allows it) -> full
 #: fine-tuning ("large dataset -> fine-tune"): enough data to move every weight.
 LARGE_DATA = 10_000
+
+# Few-shot. At most this many examples in the rarest class (and every class pairable): contrastive
+# pairs tune the encoder before the head (SetFit's method). Measured with benchmarks/fewshot.py on
+# MiniLM (README "Few-shot"): at k=8 per class, contrastive beats frozen by 6 pt on emotion.
+#: Rarest class at or below this -> contrastive (when the labels allow pairs).
+FEW_SHOT_PER_CLASS = 32
+#: ... and at most this many examples: the pair phase costs pair_rounds x 2 x n_train pairs.
+FEW_SHOT_MAX_TRAIN = 400
 
 # Linear probe of the frozen features (cross-validated metric in 0..1), read
 # against chance through the normalised skill (probe - chance) / (1 - chance),
@@ -101,6 +112,8 @@ FROZEN_COST_FRACTION = 0.35
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "few_labels_total": FEW_LABELS_TOTAL,
     "few_labels_per_class": FEW_LABELS_PER_CLASS,
+    "few_shot_per_class": FEW_SHOT_PER_CLASS,
+    "few_shot_max_train": FEW_SHOT_MAX_TRAIN,
     "large_data": LARGE_DATA,
     "probe_high": PROBE_HIGH,
     "probe_high_skill": PROBE_HIGH_SKILL,
@@ -119,6 +132,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 THRESHOLD_DOCS: dict[str, str] = {
     "few_labels_total": "n_train below this -> frozen (too few labels to update the encoder)",
     "few_labels_per_class": "examples in the rarest class below this -> frozen",
+    "few_shot_per_class": "rarest class at or below this (labels pairable) -> contrastive (SetFit-style pairs)",
+    "few_shot_max_train": "contrastive only up to this many examples (the pair phase grows with n_train)",
     "large_data": "n_train at or above this -> full fine-tuning, if compute allows",
     "probe_high": "frozen-feature linear probe at or above this (and probe_high_skill) -> frozen",
     "probe_high_skill": "minimum (probe - chance) / (1 - chance) for the probe to count as high",
@@ -153,6 +168,7 @@ class Signals:
         gpu_memory_gb: accelerator memory in GB (``None`` if unknown / CPU).
         time_budget_s: wall-clock budget for training in seconds.
         est_full_epoch_s: estimated seconds for one full-fine-tuning epoch.
+        pairable: single-label classes with at least 2 examples each (contrastive pairs possible).
     """
 
     n_train: int
@@ -165,6 +181,7 @@ class Signals:
     gpu_memory_gb: float | None = None
     time_budget_s: float | None = None
     est_full_epoch_s: float | None = None
+    pairable: bool = False
 
 
 @dataclass
@@ -239,6 +256,7 @@ def _validate(s: Signals) -> Signals:
         if clean[name] is not None:
             clean[name] = float(clean[name])
     clean["device"] = device
+    clean["pairable"] = bool(s.pairable)
     return Signals(**clean)
 
 
@@ -255,10 +273,12 @@ def _thresholds(overrides: dict[str, float] | None) -> dict[str, float]:
 # --------------------------------------------------------------------------- rules
 
 def decide_strategy(signals: Signals, thresholds: dict[str, float] | None = None) -> Decision:
-    """Choose ``frozen``, ``lora`` or ``full`` from measured signals.
+    """Choose ``contrastive``, ``frozen``, ``lora`` or ``full`` from measured signals.
 
     Data rules (first match wins), giving the *preferred* strategy:
 
+    0. pairable labels, rarest class ``<= few_shot_per_class`` and ``n_train <= few_shot_max_train``
+       -> contrastive (SetFit-style pairs, then the head).
     1. ``n_train < few_labels_total`` -> frozen.
     2. rarest class ``< few_labels_per_class`` -> frozen.
     3. probe ``>= probe_high`` and skill ``>= probe_high_skill`` -> frozen
@@ -270,7 +290,7 @@ def decide_strategy(signals: Signals, thresholds: dict[str, float] | None = None
     pretrained model (``nlp-transfer rank-models``).
 
     Compute rules exclude strategies; the preferred one steps down
-    full -> lora -> frozen until it is allowed (frozen always is):
+    full -> lora -> frozen (contrastive -> frozen) until it is allowed (frozen always is):
 
     * CPU: full if ``model_params > cpu_full_max_params``; lora if
       ``> cpu_lora_max_params``.
@@ -304,9 +324,83 @@ def decide_strategy(signals: Signals, thresholds: dict[str, float] | None = None
         skill = (s.probe_score - chance) / (1.0 - chance) if chance < 1.0 else 0.0
 
     # ---- data rules -> preferred strategy
+    preferred = data_rule(s, th, skill, chance_note, reasons)
+
+    if skill is not None and skill < th["near_chance_skill"]:
+        msg = (f"frozen features are near chance: probe={s.probe_score:.3f} vs chance="
+               f"{chance:.3f} (skill={skill:.3f} < near_chance_skill="
+               f"{th['near_chance_skill']:.2f}); the pretrained representation does not fit "
+               "this task, consider another model (nlp-transfer rank-models)")
+        warnings.append(msg)
+        reasons.append(msg)
+
+    # ---- compute rules -> excluded strategies
+    excluded: dict[str, str] = {}
+    p = s.model_params
+    if s.device == "cpu":
+        if p > th["cpu_full_max_params"]:
+            for strat in ("full", "contrastive"):  # both update every encoder weight
+                excluded[strat] = (f"on CPU, model_params={_fmt_params(p)} > cpu_full_max_params="
+                                   f"{_fmt_params(th['cpu_full_max_params'])}")
+        if p > th["cpu_lora_max_params"]:
+            excluded["lora"] = (f"on CPU, model_params={_fmt_params(p)} > cpu_lora_max_params="
+                                f"{_fmt_params(th['cpu_lora_max_params'])}")
+    elif s.gpu_memory_gb is None:
+        reasons.append(f"device={s.device} with unknown memory: memory rules not applied")
+    else:
+        for strat, key in (("full", "bytes_per_param_full"), ("contrastive", "bytes_per_param_full"),
+                           ("lora", "bytes_per_param_lora")):
+            need = p * th[key] * th["memory_overhead"] / 1e9
+            if need > s.gpu_memory_gb:
+                excluded[strat] = (
+                    f"{strat} needs ~{need:.1f} GB ({_fmt_params(p)} params x {th[key]:g} B x "
+                    f"{th['memory_overhead']:g}) > gpu_memory_gb={s.gpu_memory_gb:.1f}")
+    if s.time_budget_s is not None and s.est_full_epoch_s is not None:
+        e, b, n_ep = s.est_full_epoch_s, s.time_budget_s, th["min_epochs"]
+        full_t = n_ep * e
+        lora_t = n_ep * th["lora_epoch_fraction"] * e
+        if full_t > b:
+            excluded.setdefault("full", (
+                f"{n_ep:g} full epochs x {e:.0f} s = {full_t:.0f} s > time_budget_s={b:.0f}"))
+        if lora_t > b:
+            excluded.setdefault("lora", (
+                f"{n_ep:g} LoRA epochs x {th['lora_epoch_fraction']:g} x {e:.0f} s = "
+                f"{lora_t:.0f} s > time_budget_s={b:.0f}"))
+        frozen_t = th["frozen_cost_fraction"] * e
+        if frozen_t > b:
+            warnings.append(
+                f"even the frozen feature pass (~{frozen_t:.0f} s = {th['frozen_cost_fraction']:g}"
+                f" x {e:.0f} s) exceeds time_budget_s={b:.0f}; subsample the data or raise "
+                "the budget")
+    elif s.time_budget_s is not None:
+        reasons.append(f"time_budget_s={s.time_budget_s:.0f} given but no epoch-time estimate; "
+                       "the budget was not used")
+
+    if preferred != "contrastive":  # only reported when it was the data's choice
+        excluded.pop("contrastive", None)
+    strategy = preferred
+    while strategy in excluded:
+        lower = FALLBACK[strategy]
+        reasons.append(f"{strategy} excluded: {excluded[strategy]}; falling back to {lower}")
+        strategy = lower
+
+    return Decision(strategy=strategy, reasons=reasons, thresholds=th, warnings=warnings,
+                    preferred=preferred, excluded=excluded, signals=asdict(s))
+
+
+def data_rule(s: Signals, th: dict[str, float], skill: float | None, chance_note: str,
+              reasons: list[str]) -> str:
+    """The strategy the data asks for (rules 0-5 of :func:`decide_strategy`); appends its reason."""
     probe_high = (s.probe_score is not None and skill is not None
                   and s.probe_score >= th["probe_high"] and skill >= th["probe_high_skill"])
-    if s.n_train < th["few_labels_total"]:
+    if few_shot(s, th):
+        preferred = "contrastive"
+        reasons.append(
+            f"few-shot: rarest class has {_fmt_int(s.min_per_class)} examples <= few_shot_per_class="
+            f"{_fmt_int(th['few_shot_per_class'])} and n_train={_fmt_int(s.n_train)} <= few_shot_max_train="
+            f"{_fmt_int(th['few_shot_max_train'])}; contrastive pairs of the labelled examples tune the encoder "
+            "before the head (SetFit's method), which beats frozen features at this size (benchmarks/fewshot.py)")
+    elif s.n_train < th["few_labels_total"]:
         preferred = "frozen"
         reasons.append(
             f"few labels: n_train={_fmt_int(s.n_train)} < few_labels_total="
@@ -340,62 +434,13 @@ def decide_strategy(signals: Signals, thresholds: dict[str, float] | None = None
             f"n_train={_fmt_int(s.n_train)} < large_data={_fmt_int(th['large_data'])} and "
             f"{probe_txt}; adapt the encoder cheaply with LoRA (hybrid)")
 
-    if skill is not None and skill < th["near_chance_skill"]:
-        msg = (f"frozen features are near chance: probe={s.probe_score:.3f} vs chance="
-               f"{chance:.3f} (skill={skill:.3f} < near_chance_skill="
-               f"{th['near_chance_skill']:.2f}); the pretrained representation does not fit "
-               "this task, consider another model (nlp-transfer rank-models)")
-        warnings.append(msg)
-        reasons.append(msg)
+    return preferred
 
-    # ---- compute rules -> excluded strategies
-    excluded: dict[str, str] = {}
-    p = s.model_params
-    if s.device == "cpu":
-        if p > th["cpu_full_max_params"]:
-            excluded["full"] = (f"on CPU, model_params={_fmt_params(p)} > cpu_full_max_params="
-                                f"{_fmt_params(th['cpu_full_max_params'])}")
-        if p > th["cpu_lora_max_params"]:
-            excluded["lora"] = (f"on CPU, model_params={_fmt_params(p)} > cpu_lora_max_params="
-                                f"{_fmt_params(th['cpu_lora_max_params'])}")
-    elif s.gpu_memory_gb is None:
-        reasons.append(f"device={s.device} with unknown memory: memory rules not applied")
-    else:
-        for strat, key in (("full", "bytes_per_param_full"), ("lora", "bytes_per_param_lora")):
-            need = p * th[key] * th["memory_overhead"] / 1e9
-            if need > s.gpu_memory_gb:
-                excluded[strat] = (
-                    f"{strat} needs ~{need:.1f} GB ({_fmt_params(p)} params x {th[key]:g} B x "
-                    f"{th['memory_overhead']:g}) > gpu_memory_gb={s.gpu_memory_gb:.1f}")
-    if s.time_budget_s is not None and s.est_full_epoch_s is not None:
-        e, b, n_ep = s.est_full_epoch_s, s.time_budget_s, th["min_epochs"]
-        full_t = n_ep * e
-        lora_t = n_ep * th["lora_epoch_fraction"] * e
-        if full_t > b:
-            excluded.setdefault("full", (
-                f"{n_ep:g} full epochs x {e:.0f} s = {full_t:.0f} s > time_budget_s={b:.0f}"))
-        if lora_t > b:
-            excluded.setdefault("lora", (
-                f"{n_ep:g} LoRA epochs x {th['lora_epoch_fraction']:g} x {e:.0f} s = "
-                f"{lora_t:.0f} s > time_budget_s={b:.0f}"))
-        frozen_t = th["frozen_cost_fraction"] * e
-        if frozen_t > b:
-            warnings.append(
-                f"even the frozen feature pass (~{frozen_t:.0f} s = {th['frozen_cost_fraction']:g}"
-                f" x {e:.0f} s) exceeds time_budget_s={b:.0f}; subsample the data or raise "
-                "the budget")
-    elif s.time_budget_s is not None:
-        reasons.append(f"time_budget_s={s.time_budget_s:.0f} given but no epoch-time estimate; "
-                       "the budget was not used")
 
-    strategy = preferred
-    while strategy in excluded:
-        lower = STRATEGIES[STRATEGIES.index(strategy) - 1]
-        reasons.append(f"{strategy} excluded: {excluded[strategy]}; falling back to {lower}")
-        strategy = lower
-
-    return Decision(strategy=strategy, reasons=reasons, thresholds=th, warnings=warnings,
-                    preferred=preferred, excluded=excluded, signals=asdict(s))
+def few_shot(s: Signals, th: dict[str, float]) -> bool:
+    """The few-shot rule: pairable labels, a small rarest class and a small training set."""
+    return bool(s.pairable and s.min_per_class is not None and s.min_per_class <= th["few_shot_per_class"]
+                and s.n_train <= th["few_shot_max_train"])
 
 
 def explain(decision: Decision) -> str:

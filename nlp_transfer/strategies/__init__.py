@@ -15,7 +15,7 @@ knows, and nothing outside it branches on its name:
   :meth:`~Strategy.prepare_push`), its commit message, the model card's words, tags and plain
   loading snippet; preflight facts (``freezes_parameters``, ``saved_weights``).
 
-One file per strategy (full.py, partial.py, frozen.py, lora.py, auto.py) on the interface in base.py;
+One file per strategy (full.py, partial.py, frozen.py, lora.py, contrastive.py, auto.py) on the interface in base.py;
 the registrations are the lines at the bottom. A new strategy (see tests/test_extensibility.py for a
 complete BitFit)::
 
@@ -33,9 +33,10 @@ from __future__ import annotations
 
 from nlp_transfer.registry import STRATEGIES, strategy_class, unregister_strategy  # noqa: F401  (the registry)
 from nlp_transfer.strategies.auto import AutoStrategy
-from nlp_transfer.strategies.base import (Strategy, decay_groups, encoder_weight_files, find_layers,  # noqa: F401
+from nlp_transfer.strategies.base import (Strategy, TuneContext, decay_groups, encoder_weight_files, find_layers,  # noqa: F401
                                           get_strategy, is_head, is_unused_pooler, register_strategy,
                                           restore_trainable, save_head, snapshot_trainable, write_json)
+from nlp_transfer.strategies.contrastive import ContrastiveStrategy
 from nlp_transfer.strategies.frozen import FrozenStrategy
 from nlp_transfer.strategies.full import FullStrategy
 from nlp_transfer.strategies.lora import LoraStrategy
@@ -46,4 +47,5 @@ register_strategy(FullStrategy)
 register_strategy(FrozenStrategy)
 register_strategy(LoraStrategy)
 register_strategy(PartialStrategy)
+register_strategy(ContrastiveStrategy)
 register_strategy(AutoStrategy)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -73,6 +74,26 @@ def save_head(model: nn.Module, out_dir: Path) -> None:
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(Path(out_dir) / "head.safetensors"))
 
 
+@dataclass
+class TuneContext:
+    """What :meth:`Strategy.tune_encoder` gets from the engine (strategies sit below training in
+    the layers, so they receive the pieces, never the engine)."""
+    model: TransferModel
+    #: The tokenised train split (``input_ids``, ``attention_mask``, ``label``...).
+    train: Any
+    task: str
+    label_names: list[str] | None
+    #: Pads a list of tokenised rows into a batch (the task's collator).
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    cfg: Any
+    device: torch.device
+    out_dir: Path
+    say: Callable[[str], None]
+    show: bool
+    autocast: Callable[[], Any]
+    tasks: int = 1
+
+
 class Strategy:
     """Interface. Subclasses set trainability in :meth:`apply` and write weights in :meth:`save`;
     the class attributes and classmethods describe the rest (see the module docstring)."""
@@ -89,6 +110,10 @@ class Strategy:
     freezes_parameters = True
     #: Accepts ``strategy.unfreeze_top_k``.
     uses_unfreeze_top_k = False
+    #: Honours ``train.min_steps`` (few examples: more epochs, so the encoder gets enough updates).
+    step_budget = False
+    #: ``model.pooling=auto`` when the checkpoint declares none (None: CLS if ``trains_encoder``, else mean).
+    undeclared_pooling: str | None = None
     #: Trains by itself (False for ``auto``, which the advisor resolves to a concrete strategy first).
     concrete = True
     #: What training saves, in words (preflight messages).
@@ -110,7 +135,17 @@ class Strategy:
                               found=f"strategy={cfg.name} with unfreeze_top_k={cfg.unfreeze_top_k}",
                               fix="use strategy=partial, or strategy=lora for the hybrid")
 
+    @classmethod
+    def check_recipe(cls, recipe: Any) -> None:
+        """Fail early on a whole recipe this strategy cannot train (e.g. a task it does not support)."""
+
     # ------------------------------------------------------------------ training
+    def tune_encoder(self, ctx: TuneContext) -> dict[str, Any] | None:
+        """A phase before the head trains, on the training texts (e.g. contrastive pairs); called
+        before :meth:`apply`. Returns what identifies the tuned encoder in the feature-cache key
+        (None: the encoder is the pretrained one)."""
+        return None
+
     def apply(self, model: TransferModel) -> nn.Module:
         """Set ``requires_grad`` (and wrap, for adapters). Returns the module to train."""
         raise NotImplementedError

@@ -14,6 +14,7 @@ class FullStrategy(Strategy):
     """Every weight trains."""
     name = "full"
     defaults = {"epochs": 3, "lr": 5e-5, "head_lr": 1e-3, "patience": 2}
+    step_budget = True
     stores_encoder = True
     freezes_parameters = False
 

@@ -22,6 +22,7 @@ class LoraStrategy(Strategy):
     fully (also via ``modules_to_save``) and LoRA goes on the layers below them."""
     name = "lora"
     defaults = {"epochs": 4, "lr": 5e-4, "head_lr": 1e-3, "patience": 2}
+    step_budget = True
     uses_unfreeze_top_k = True
     saved_weights = "the LoRA adapter"
     card_tags = ("peft", "lora")

@@ -15,6 +15,7 @@ class PartialStrategy(FullStrategy):
     """Encoder frozen except its top-k layers (default 2); head trains."""
     name = "partial"
     defaults = {"epochs": 4, "lr": 1e-4, "head_lr": 1e-3, "patience": 2}
+    step_budget = True
     freezes_parameters = True
     uses_unfreeze_top_k = True
 

@@ -33,12 +33,12 @@ from nlp_transfer.training.step import build_optimizer, clip_parameters, compile
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                                 load_tokenizer, resolve_model)
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
-from nlp_transfer.strategies import get_strategy, snapshot_trainable
+from nlp_transfer.strategies import TuneContext, get_strategy, snapshot_trainable
 from nlp_transfer.log import NAME as LOGGER_NAME
 from nlp_transfer.log import configure as configure_logging
 from nlp_transfer.log import verbosity
 from nlp_transfer.training.callbacks import TrainState, as_callbacks, callback_name, metrics_function
-from nlp_transfer.training.evaluate import evaluate
+from nlp_transfer.training.evaluate import default_collator, evaluate
 from nlp_transfer.training.finish import finish_run
 from nlp_transfer.training.output import base_reference, prepare_output_dir
 from nlp_transfer.training.result import RunResult
@@ -174,6 +174,7 @@ class Engine:
             for r in self.runs.values():
                 tokenize_run(r, self.tokenizer, cfg, rng)
         self.strategy = get_strategy(cfg.strategy)
+        tuned = self.tune_encoder()
         self.trained = self.strategy.apply(self.model)
         self.trainable, self.total = count_params(self.trained)
         what = f"multi-task {list(self.runs)} " if self.plan.multi else ""
@@ -189,16 +190,28 @@ class Engine:
                 self.say(f"[nlp_transfer] class weights {self.class_weights}")
         key = {"model_id": self.resolved, "revision": cfg.model.revision, "weights_sha": self.base_ref["sha256"],
                "pooling": self.pooling, "max_length": cfg.model.max_length}
+        if tuned:  # features of a tuned encoder are not the base model's
+            key["weights_sha"] = f"{key['weights_sha']}+{sorted(tuned.items())}"
         for r in self.runs.values():
             r.loaders = build_loaders(r, self.model, self.tokenizer, cfg, self.strategy, acc, key,
                                       r.name if self.plan.multi else None, self.show, self.say)
             r.choose_metrics(custom=self.compute_metrics is not None)
+
+    def tune_encoder(self) -> dict[str, Any] | None:
+        """The strategy's phase before the head trains (contrastive pairs), on the first task's data."""
+        r = next(iter(self.runs.values()))
+        collate = r.spec.collator(self.tokenizer) if r.spec.collator else default_collator(self.tokenizer)
+        ctx = TuneContext(self.model, r.train_tok, r.entry.task, r.label_names, collate, self.cfg,
+                          self.accelerator.device, self.out_dir, self.say, self.show, self.accelerator.autocast,
+                          tasks=len(self.runs))
+        return self.strategy.tune_encoder(ctx)
 
     def prepare_optimization(self) -> None:
         cfg, acc, hp = self.cfg, self.accelerator, self.hp
         groups = self.strategy.param_groups(self.trained, hp["lr"], hp["head_lr"], cfg.train.weight_decay)
         self.batches = {n: len(r.loaders["train"]) for n, r in self.runs.items()}
         self.steps_in_epoch = sum(self.batches.values())
+        self.eval_every_epochs = self.step_budget()
         optimizer, scheduler, self.total_steps = build_optimizer(groups, hp["head_lr"], acc.device,
                                                                  self.steps_in_epoch, cfg.train, hp["epochs"])
         self.trained, self.optimizer, self.scheduler = acc.prepare(self.trained, optimizer, scheduler)
@@ -215,6 +228,23 @@ class Engine:
         self.state = TrainState(self.out_dir, self.total_steps)
         if self.report_to:
             self.init_trackers()
+
+    def step_budget(self) -> int:
+        """``train.min_steps``: more epochs when the data is small (the strategy honours it and
+        ``train.epochs`` is its default). Returns every how many epochs to evaluate, so that a
+        budget of 60 short epochs keeps the evaluations of the default epochs."""
+        cfg, hp = self.cfg, self.hp
+        if not (self.strategy.step_budget and cfg.train.min_steps and cfg.train.epochs is None):
+            return 1
+        per_epoch = math.ceil(self.steps_in_epoch / cfg.train.gradient_accumulation_steps)
+        need = math.ceil(cfg.train.min_steps / per_epoch)
+        if need <= hp["epochs"]:
+            return 1
+        every = math.ceil(need / hp["epochs"])
+        self.say(f"[nlp_transfer] step budget: {per_epoch} steps per epoch, {need} epochs for train.min_steps="
+                 f"{cfg.train.min_steps} (instead of {hp['epochs']}); evaluating every {every} epochs")
+        hp["epochs"] = need
+        return every
 
     def init_trackers(self) -> None:
         """Every tracker accelerate supports (``output.report_to``), with the resolved config, the run's
@@ -420,7 +450,8 @@ class Engine:
                     if out_cfg.checkpoint_every_steps and self.step % out_cfg.checkpoint_every_steps == 0 \
                             and pos < self.steps_in_epoch:
                         self.checkpoint(epoch, pos)
-                if not every_eval or not self.history or self.history[-1]["step"] != self.step:
+                due = done or epoch % self.eval_every_epochs == 0 or epoch == hp["epochs"]
+                if due and (not every_eval or not self.history or self.history[-1]["step"] != self.step):
                     if self.evaluate_all(float(epoch), where=(epoch + 1, 0)):
                         self.stopped_early = done = True
                     done = done or self.state.should_stop
@@ -492,9 +523,10 @@ class Engine:
         combined_tr = combine_scores(tr_vals, weights, signs) if len(tr_vals) == len(scores) else float("nan")
         rec = self.record(epoch_f, losses, scores, combined, combined_tr)
         self.history.append(rec)
-        if combined > self.best["value"] + self.cfg.eval.min_delta:
+        keep_last = not self.cfg.eval.select_best  # the last evaluation is "the best": no snapshot, no stop
+        if keep_last or combined > self.best["value"] + self.cfg.eval.min_delta:
             self.best.update(value=combined, epoch=epoch_f, step=self.step, scores=scores, record=rec,
-                             weights=snapshot_trainable(acc.unwrap_model(self.trained)))
+                             weights=None if keep_last else snapshot_trainable(acc.unwrap_model(self.trained)))
             self.bad_evals = 0
         else:
             self.bad_evals += 1

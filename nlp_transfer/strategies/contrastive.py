@@ -1,0 +1,258 @@
+"""``contrastive``: few-shot transfer by SetFit's method (Tunstall et al. 2022, "Efficient Few-Shot
+Learning Without Prompts").
+
+Two phases, one run:
+
+1. **Pairs** (:meth:`ContrastiveStrategy.tune_encoder`): sentence pairs drawn from the labelled
+   examples (each round gives every example one same-label and one other-label partner: balanced,
+   seeded by ``train.seed``) fine-tune the whole encoder so that same-label sentences point the same
+   way (``strategy.pair_loss``: SetFit's cosine-similarity MSE, or a margin loss) on the pooled
+   sentence vector (mean pooling unless the checkpoint declares another).
+2. **Head**: the engine's loop then trains the task head on features of the *tuned* encoder, exactly
+   as ``frozen`` does (cached features, early stopping, best epoch, checkpoints).
+
+The output folder is a full one (the tuned encoder + ``head.safetensors``): reload, push and card
+follow ``full``. Resume: the tuned encoder is kept in ``checkpoints/contrastive/`` with a
+fingerprint of what produced it, and a resumed run reuses it instead of repeating phase 1; the RNG
+is reseeded after phase 1 either way, so an interrupted run ends bitwise like an uninterrupted one.
+Under N processes phase 1 runs identically on every process (few-shot data is small; no gradient
+exchange needed), phase 2 splits its batches as any run does.
+
+Written on top of plain torch rather than ``sentence_transformers.SentenceTransformerTrainer``
+(what SetFit runs): that trainer owns its model, loop and data pipeline, where this phase must
+share our encoder object, pooling, collator, mixed precision and seeding with the head phase.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.model import TransferModel
+from nlp_transfer.strategies.base import TuneContext
+from nlp_transfer.strategies.full import FullStrategy
+
+#: Tasks whose labels say which sentences belong together.
+SUPPORTED_TASKS = ("sequence_classification",)
+
+
+def sample_pairs(labels: list[int], rounds: int, seed: int) -> list[tuple[int, int, float]]:
+    """SetFit's pairs (``ContrastiveDataset`` with ``num_iterations``): every unordered pair of
+    examples, an example with itself included, in a seeded random order, split into same-label
+    ``(i, j, 1.0)`` and other-label ``(i, j, 0.0)`` pairs; each list is cycled to ``rounds`` x
+    examples pairs, and the two are interleaved. Exactly half are positive."""
+    n = len(labels)
+    rng = random.Random(seed)
+    order = [(i, j) for i in range(n) for j in range(i, n)]
+    rng.shuffle(order)
+    pos = [(i, j, 1.0) for i, j in order if labels[i] == labels[j]]
+    neg = [(i, j, 0.0) for i, j in order if labels[i] != labels[j]]
+    size = rounds * n
+    pairs: list[tuple[int, int, float]] = []
+    for k in range(size):
+        pairs.append(pos[k % len(pos)])
+        pairs.append(neg[k % len(neg)])
+    return pairs
+
+
+def length_grouped(pairs: list[tuple[int, int, float]], lengths: list[int], batch_size: int,
+                   rng: random.Random, group: int = 50) -> list[list[tuple[int, int, float]]]:
+    """Batches of pairs in a seeded random order, sorted by length within mega-batches of ``group``
+    batches (transformers' LengthGroupedSampler idea): both sides of a batch are padded together,
+    so similar lengths pad less. The batches are then shuffled."""
+    shuffled = list(pairs)
+    rng.shuffle(shuffled)
+    size = batch_size * group
+    batches = []
+    for m in range(0, len(shuffled), size):
+        mega = sorted(shuffled[m:m + size], key=lambda p: max(lengths[p[0]], lengths[p[1]]))
+        batches += [mega[b:b + batch_size] for b in range(0, len(mega), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pair_loss(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor, kind: str, margin: float) -> torch.Tensor:
+    """``cosine``: MSE(cos(u, v), target) (sentence-transformers' CosineSimilarityLoss, SetFit's
+    default); ``margin``: same-label pairs to cos 1, other-label pairs below ``margin``."""
+    cos = nn.functional.cosine_similarity(u.float(), v.float())
+    if kind == "cosine":
+        return nn.functional.mse_loss(cos, target)
+    pos = target * (1 - cos).pow(2)
+    neg = (1 - target) * nn.functional.relu(cos - margin).pow(2)
+    return (pos + neg).mean()
+
+
+def check_pairable(labels: list[int], label_names: list[str] | None) -> None:
+    """Same-label pairs need two examples of every class, other-label pairs two classes."""
+    counts: dict[int, int] = {}
+    for y in labels:
+        counts[int(y)] = counts.get(int(y), 0) + 1
+    name = (lambda y: label_names[y]) if label_names else str
+    single = sorted(name(y) for y, c in counts.items() if c < 2)
+    if single:
+        raise ConfigError("strategy=contrastive", expected="at least 2 training examples of every class "
+                          "(a same-label pair needs two)", found=f"1 example of {', '.join(map(repr, single))}",
+                          fix="add examples of that class, or use strategy=frozen")
+    if len(counts) < 2:
+        raise ConfigError("strategy=contrastive", expected="at least 2 classes (other-label pairs)",
+                          found=f"{len(counts)} class", fix="check data.label_column")
+
+
+class ContrastiveStrategy(FullStrategy):
+    """SetFit's method on our loop: contrastive pairs tune the encoder, then a head on its features."""
+    name = "contrastive"
+    uses_feature_cache = True
+    trains_encoder = True
+    stores_encoder = True
+    freezes_parameters = True
+    undeclared_pooling = "mean"
+    #: ``lr``: the encoder's rate in the pair phase (SetFit's body_learning_rate); the head phase is
+    #: frozen's (a linear head on fixed features converges in tens of epochs).
+    defaults = {"epochs": 30, "lr": 2e-5, "head_lr": 1e-2, "patience": 5}
+    saved_weights = "the contrastively tuned encoder and the head"
+    card_tags = ("setfit-style", "contrastive", "few-shot")
+
+    @classmethod
+    def check_recipe(cls, recipe: Any) -> None:
+        if recipe.task not in SUPPORTED_TASKS:
+            raise ConfigError("strategy=contrastive", expected=f"task in {list(SUPPORTED_TASKS)} (labels that say "
+                              "which sentences belong together)", found=f"task={recipe.task}",
+                              fix="use strategy=frozen, lora or full for this task")
+
+    # ------------------------------------------------------------------ phase 1
+    def tune_encoder(self, ctx: TuneContext) -> dict[str, Any] | None:
+        if ctx.tasks > 1:
+            raise ConfigError("strategy=contrastive", expected="a single-task recipe", found=f"{ctx.tasks} tasks",
+                              fix="train each task with strategy=contrastive, or use frozen/lora/full")
+        if ctx.task not in SUPPORTED_TASKS:
+            self.check_recipe(ctx.cfg)
+        labels = [int(y) for y in ctx.train["label"]]
+        check_pairable(labels, ctx.label_names)
+        cfg, s = ctx.cfg, self.cfg
+        pairs = sample_pairs(labels, s.pair_rounds, cfg.train.seed)
+        fingerprint = {"rounds": s.pair_rounds, "batch": s.pair_batch_size, "epochs": s.pair_epochs,
+                       "loss": s.pair_loss, "margin": s.pair_margin, "lr": cfg.resolved_train()["lr"],
+                       "seed": cfg.train.seed, "pooling": ctx.model.pooling, "data": ctx.train._fingerprint}
+        folder = Path(ctx.out_dir) / "checkpoints" / "contrastive"
+        encoder = ctx.model.encoder
+        if cfg.output.resume and self._load(folder, fingerprint, encoder):
+            ctx.say(f"[nlp_transfer] contrastive: tuned encoder reused from {folder}")
+        else:
+            self._train_pairs(ctx, pairs)
+            self._save(folder, fingerprint, encoder)
+        from accelerate.utils import set_seed
+        set_seed(cfg.train.seed)  # the head phase starts from the same RNG whether phase 1 ran or was reused
+        digest = hashlib.sha256()
+        for k, v in sorted(encoder.state_dict().items()):
+            digest.update(k.encode())
+            digest.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return {"tuned_encoder": digest.hexdigest()[:16]}
+
+    def _train_pairs(self, ctx: TuneContext, pairs: list[tuple[int, int, float]]) -> None:
+        from tqdm.auto import tqdm
+        from transformers import get_scheduler
+
+        model, s, seed = ctx.model, self.cfg, ctx.cfg.train.seed
+        model.to(ctx.device)
+        params = [p for n, p in model.encoder.named_parameters() if not n.startswith("pooler.")]
+        for p in params:
+            p.requires_grad = True
+        decay = [p for p in params if p.ndim >= 2]
+        rest = [p for p in params if p.ndim < 2]
+        lr = ctx.cfg.resolved_train()["lr"]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": ctx.cfg.train.weight_decay},
+                                 {"params": rest, "weight_decay": 0.0}], lr=lr, fused=ctx.device.type in ("cpu", "cuda"))
+        steps = math.ceil(len(pairs) / s.pair_batch_size) * s.pair_epochs
+        sched = get_scheduler("linear", opt, num_warmup_steps=int(ctx.cfg.train.warmup_ratio * steps),
+                              num_training_steps=steps)
+        rows = [{k: v for k, v in r.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+                for r in ctx.train]
+        ctx.say(f"[nlp_transfer] contrastive: {len(pairs)} pairs ({s.pair_rounds} rounds x {len(rows)} examples "
+                f"x 2), {steps} steps, loss={s.pair_loss}, lr={lr:g}")
+        bar = tqdm(total=steps, desc="contrastive pairs", disable=not ctx.show)
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)  # dropout masks of this phase
+        model.encoder.train()
+        order = random.Random(seed + 1)
+        lengths = [len(r["input_ids"]) for r in rows]
+        for _ in range(s.pair_epochs):
+            for chunk in length_grouped(pairs, lengths, s.pair_batch_size, order):
+                loss = self._pair_step(ctx, rows, chunk)
+                if not torch.isfinite(loss):
+                    raise ConfigError("contrastive pair loss", expected="a finite number", found=str(loss.item()),
+                                      fix="lower train.lr")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, ctx.cfg.train.max_grad_norm or float("inf"))
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                bar.update(1)
+        bar.close()
+        ctx.say(f"[nlp_transfer] contrastive: {steps} steps in {time.perf_counter() - t0:.1f} s")
+        for p in params:
+            p.requires_grad = False
+        model.encoder.eval()
+
+    def _pair_step(self, ctx: TuneContext, rows: list[dict[str, Any]], chunk: list[tuple[int, int, float]]) -> torch.Tensor:
+        """Both sides of the pairs in one forward pass (one padded batch of 2 x pairs sentences)."""
+        batch = ctx.collate([rows[i] for i, _, _ in chunk] + [rows[j] for _, j, _ in chunk])
+        batch = {k: v.to(ctx.device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        with ctx.autocast():
+            vec = ctx.model.encode(**batch)
+        n = len(chunk)
+        target = torch.tensor([t for _, _, t in chunk], device=vec.device)
+        return pair_loss(vec[:n], vec[n:], target, self.cfg.pair_loss, self.cfg.pair_margin)
+
+    # ------------------------------------------------------------------ phase-1 checkpoint
+    @staticmethod
+    def _save(folder: Path, fingerprint: dict[str, Any], encoder: nn.Module) -> None:
+        from accelerate import PartialState
+        if not PartialState().is_main_process:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "encoder.safetensors.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
+        os.replace(tmp, folder / "encoder.safetensors")
+        (folder / "tuned.json").write_text(json.dumps(fingerprint, sort_keys=True), encoding="utf-8")
+
+    @staticmethod
+    def _load(folder: Path, fingerprint: dict[str, Any], encoder: nn.Module) -> bool:
+        try:
+            saved = json.loads((folder / "tuned.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if saved != json.loads(json.dumps(fingerprint, sort_keys=True)):
+            return False
+        encoder.load_state_dict(load_file(str(folder / "encoder.safetensors")))
+        return True
+
+    # ------------------------------------------------------------------ phase 2: frozen's head training
+    def apply(self, model: TransferModel) -> nn.Module:
+        for p in model.encoder.parameters():
+            p.requires_grad = False
+        for p in model.head.parameters():
+            p.requires_grad = True
+        model.encoder.eval()
+        return model
+
+    # ------------------------------------------------------------------ publishing
+    @classmethod
+    def push_description(cls, merged: bool) -> str:
+        return "contrastively tuned (SetFit-style) model"
+
+    @classmethod
+    def describe(cls, details: dict[str, Any], merged: bool = False) -> str:
+        return ("**Contrastive few-shot** (SetFit's method, Tunstall et al. 2022): the encoder was fine-tuned on "
+                "sentence pairs drawn from the labelled examples (same label: pulled together; different labels: "
+                "pushed apart), then the task head was trained on the tuned encoder's sentence vectors.")
+

@@ -1,0 +1,170 @@
+"""strategy=contrastive (SetFit's method on our loop), eval.select_best=false and train.min_steps.
+
+Pairs are balanced, SetFit-shaped and seeded; the encoder moves in the pair phase and not in the
+head phase; the saved folder reloads and predicts the same; bad inputs fail in one line naming
+the fix. (Resume after SIGKILL: tests/test_resume.py; the SetFit comparison: benchmarks/fewshot.py.)"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from conftest import recipe_kwargs
+from nlp_transfer import Recipe, load, train
+from nlp_transfer.errors import ConfigError
+from nlp_transfer.strategies.contrastive import length_grouped, sample_pairs
+from toy import make_rows, write_csv
+
+LABELS = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+
+
+def test_pairs_are_balanced_seeded_and_setfit_shaped():
+    pairs = sample_pairs(LABELS, rounds=5, seed=3)
+    assert len(pairs) == 2 * 5 * len(LABELS)
+    assert Counter(t for *_, t in pairs) == {1.0: 5 * len(LABELS), 0.0: 5 * len(LABELS)}
+    assert all((LABELS[i] == LABELS[j]) == (t == 1.0) for i, j, t in pairs)
+    assert pairs[0::2] == [p for p in pairs if p[2] == 1.0]  # interleaved positive / negative, as SetFit
+    # every unordered pair (self-pairs included, as SetFit's combinations with replacement) is used
+    pos = {(i, j) for i, j, t in pairs if t == 1.0}
+    assert pos == {(i, j) for i in range(9) for j in range(i, 9) if LABELS[i] == LABELS[j]}
+    assert sample_pairs(LABELS, 5, 3) == pairs and sample_pairs(LABELS, 5, 4) != pairs
+
+
+def test_length_grouped_batches_cover_every_pair_once_and_pad_less():
+    pairs = sample_pairs(LABELS * 20, rounds=4, seed=0)
+    lengths = [(i * 7) % 50 + 1 for i in range(len(LABELS) * 20)]
+    import random
+    batches = length_grouped(pairs, lengths, 16, random.Random(0), group=10)
+    assert sorted(p for b in batches for p in b) == sorted(pairs) and all(len(b) <= 16 for b in batches)
+
+    def padded(bs: list) -> int:
+        return sum(len(b) * 2 * max(max(lengths[i], lengths[j]) for i, j, _ in b) for b in bs)
+    plain = [pairs[k:k + 16] for k in range(0, len(pairs), 16)]
+    assert padded(batches) < 0.8 * padded(plain)
+
+
+def _kw(tiny_model, data, out, **sections):
+    return recipe_kwargs(tiny_model, data, out, "contrastive",
+                         strategy={"name": "contrastive", "pair_rounds": 3, **sections.pop("strategy", {})},
+                         train={"epochs": 3, **sections.pop("train", {})}, **sections)
+
+
+def test_pair_phase_moves_the_encoder_head_phase_does_not_and_reload_predicts_the_same(tiny_model, toy_csv,
+                                                                                       tmp_path):
+    r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / "out")))
+    base = AutoModel.from_pretrained(str(tiny_model)).state_dict()
+    tuned = load_file(str(r.output_dir / "model.safetensors"))
+    phase1 = load_file(str(r.output_dir / "checkpoints" / "contrastive" / "encoder.safetensors"))
+    moved = [k for k in tuned if "pooler" not in k and not torch.equal(tuned[k], base[k])]
+    assert len(moved) > len(tuned) // 2, "the pair phase did not train the encoder"
+    assert all(torch.equal(tuned[k], phase1[k]) for k in tuned), "the head phase changed the encoder"
+    meta = json.loads((r.output_dir / "nlp_transfer.json").read_text())
+    assert meta["strategy"] == "contrastive" and meta["pooling"] == "mean"
+    predictor = load(r.output_dir)
+    probe = ["alpha beta gamma", "stock market shares", "football goal match"]
+    assert (predictor.logits(probe) == load(r.output_dir).logits(probe)).all()
+    m = r.model.eval()
+    enc = predictor.tokenizer(probe, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        expected = m(**{k: v for k, v in enc.items()})["logits"]
+    assert torch.allclose(torch.tensor(predictor.logits(probe)), expected, atol=1e-5)
+
+
+def test_the_tuned_features_get_their_own_cache_entry(tiny_model, toy_csv, tmp_path):
+    """Features of the tuned encoder are never served from the base model's cache (or vice versa)."""
+    frozen = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "f", "frozen", train={"epochs": 1})))
+    r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / "c", train={"epochs": 1})))
+    assert r.metrics["held_out"] != frozen.metrics["held_out"] or \
+        not torch.equal(load_file(str(r.output_dir / "head.safetensors"))["out.weight"],
+                        load_file(str(frozen.output_dir / "head.safetensors"))["out.weight"])
+    caches = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(caches) >= 4  # train + held-out for each encoder
+
+
+def test_a_class_with_one_example_is_named(tiny_model, tmp_path):
+    rows = make_rows(30) + [{"text": "lonely words here", "label": "poetry"}]
+    data = write_csv(tmp_path / "d" / "train.csv", rows)
+    kw = _kw(tiny_model, data, tmp_path / "o")
+    kw["data"] = {"name": str(data), "held_out_fraction": 0.2}
+    with pytest.raises(ConfigError, match=r"at least 2 training examples of every class.*'poetry'"):
+        train(Recipe(**kw))
+
+
+def test_contrastive_refuses_tasks_without_classes_naming_the_supported_ones(tiny_model, toy_csv, tmp_path):
+    with pytest.raises(ConfigError, match=r"strategy=contrastive.*sequence_classification.*task=regression"):
+        Recipe(model=str(tiny_model), data=str(toy_csv), task="regression", strategy="contrastive")
+    with pytest.raises(ConfigError, match="task=token_classification"):
+        Recipe(model=str(tiny_model), data=str(toy_csv), task="token_classification", strategy="contrastive")
+
+
+@pytest.mark.parametrize("key", ["pair_rounds", "pair_batch_size", "pair_epochs"])
+def test_an_empty_pair_budget_is_refused(key):
+    with pytest.raises(ConfigError, match=rf"strategy.{key}.*integer >= 1.*found 0"):
+        Recipe(strategy={"name": "contrastive", key: 0})
+    with pytest.raises(ConfigError, match="strategy.pair_loss"):
+        Recipe(strategy={"name": "contrastive", "pair_loss": "triplet"})
+
+
+# --------------------------------------------------------------------------- select_best / min_steps
+
+def test_select_best_false_keeps_the_last_weights_and_never_stops_early(tiny_model, toy_csv, tmp_path):
+    kw = recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", "frozen", train={"epochs": 4},
+                       eval={"patience": 1, "select_best": False, "min_delta": 1.0})
+    r = train(Recipe(**kw))
+    assert len(r.history) == 4 and not r.metrics["stopped_early"]
+    last = {k: v for k, v in r.history[-1]["held_out"].items() if k != "n"}
+    assert r.metrics["best_epoch"] == 4.0 and {k: r.metrics["held_out"][k] for k in last} == last
+    alias = Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "a", eval={"load_best_model_at_end": False}))
+    assert alias.eval.select_best is False
+
+
+def test_min_steps_stretches_short_runs_and_keeps_the_evaluations(tiny_model, toy_csv, tmp_path):
+    kw = recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", "full", train={"min_steps": 40, "max_steps": None})
+    kw["train"].pop("epochs")  # left to the strategy: the budget applies
+    r = train(Recipe(**kw))
+    per_epoch = r.history[0]["step"] // r.history[0]["epoch"] if r.history[0]["epoch"] >= 1 else None
+    steps = r.history[-1]["step"]
+    assert steps >= 40 and r.metrics["epochs_run"] > 3, (steps, r.metrics["epochs_run"])
+    assert len(r.history) <= 4, [h["epoch"] for h in r.history]  # full's 3 default epochs' worth (+ the last)
+    assert per_epoch is None or per_epoch < 40
+    explicit = recipe_kwargs(tiny_model, toy_csv, tmp_path / "e", "full", train={"epochs": 1, "min_steps": 40})
+    assert train(Recipe(**explicit)).metrics["epochs_run"] == 1  # an explicit train.epochs wins
+    frozen = recipe_kwargs(tiny_model, toy_csv, tmp_path / "f", "frozen", train={"min_steps": 400})
+    frozen["train"].pop("epochs")
+    assert train(Recipe(**frozen)).metrics["epochs_run"] == 30  # frozen has no step budget
+
+
+# --------------------------------------------------------------------------- auto knows it
+
+def _few(**kw):
+    from nlp_transfer.selection.decide import Signals
+    base = dict(n_train=48, n_classes=6, min_per_class=8, probe_score=0.4, probe_chance=0.17,
+                model_params=22_700_000, device="cpu", pairable=True)
+    return Signals(**{**base, **kw})
+
+
+def test_auto_picks_contrastive_for_few_shot_and_says_why():
+    from nlp_transfer.selection.decide import decide_strategy
+    d = decide_strategy(_few())
+    assert d.strategy == "contrastive"
+    assert "few-shot: rarest class has 8 examples <= few_shot_per_class=32" in d.reasons[0]
+    assert decide_strategy(_few(pairable=False)).strategy == "frozen"  # e.g. regression, multi-label
+    assert decide_strategy(_few(min_per_class=40, n_train=240)).strategy == "frozen"
+    assert decide_strategy(_few(n_train=600, min_per_class=20, n_classes=30)).strategy == "frozen"
+    big = decide_strategy(_few(model_params=110_000_000))  # BERT-base on CPU: no encoder fine-tuning
+    assert big.preferred == "contrastive" and big.strategy == "frozen"
+    assert any("contrastive excluded: on CPU" in r for r in big.reasons)
+    assert "contrastive" not in decide_strategy(_few(n_train=5000, min_per_class=2500)).excluded
+
+
+def test_auto_recipe_chooses_contrastive_on_eight_examples_per_class(tiny_model, tmp_path):
+    data = write_csv(tmp_path / "d" / "train.csv", make_rows(30))
+    kw = recipe_kwargs(tiny_model, data, tmp_path / "o", "auto", strategy={"name": "auto", "pair_rounds": 2},
+                       train={"epochs": 2})
+    r = train(Recipe(**kw))
+    assert r.metrics["strategy"] == "contrastive" and r.metrics["auto"]["decision"] == "contrastive"
+    assert (r.output_dir / "checkpoints" / "contrastive" / "encoder.safetensors").is_file()
