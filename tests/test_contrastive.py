@@ -34,6 +34,15 @@ def test_pairs_are_balanced_seeded_and_setfit_shaped():
     assert sample_pairs(LABELS, 5, 3) == pairs and sample_pairs(LABELS, 5, 4) != pairs
 
 
+def test_large_training_sets_sample_partners_instead_of_listing_every_pair(monkeypatch):
+    from nlp_transfer.strategies import contrastive
+    monkeypatch.setattr(contrastive, "MAX_ENUMERATED_PAIRS", 10)
+    pairs = sample_pairs(LABELS, rounds=4, seed=1)
+    assert len(pairs) == 2 * 4 * len(LABELS) and sum(t for *_, t in pairs) == 4 * len(LABELS)
+    assert all((LABELS[i] == LABELS[j]) == (t == 1.0) for i, j, t in pairs)
+    assert sample_pairs(LABELS, 4, 1) == pairs
+
+
 def test_length_grouped_batches_cover_every_pair_once_and_pad_less():
     pairs = sample_pairs(LABELS * 20, rounds=4, seed=0)
     lengths = [(i * 7) % 50 + 1 for i in range(len(LABELS) * 20)]

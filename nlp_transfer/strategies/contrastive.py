@@ -37,13 +37,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nlp_transfer.errors import ConfigError
+from nlp_transfer.errors import ConfigError, NLPTransferError
 from nlp_transfer.model import TransferModel
 from nlp_transfer.strategies.base import TuneContext
 from nlp_transfer.strategies.full import FullStrategy
 
 #: Tasks whose labels say which sentences belong together.
 SUPPORTED_TASKS = ("sequence_classification",)
+#: Above this many unordered pairs (about 2,000 examples) partners are sampled instead of listed.
+MAX_ENUMERATED_PAIRS = 2_000_000
 
 
 def sample_pairs(labels: list[int], rounds: int, seed: int) -> list[tuple[int, int, float]]:
@@ -53,6 +55,8 @@ def sample_pairs(labels: list[int], rounds: int, seed: int) -> list[tuple[int, i
     examples pairs, and the two are interleaved. Exactly half are positive."""
     n = len(labels)
     rng = random.Random(seed)
+    if n * (n + 1) // 2 > MAX_ENUMERATED_PAIRS:
+        return sampled_pairs(labels, rounds, rng)
     order = [(i, j) for i in range(n) for j in range(i, n)]
     rng.shuffle(order)
     pos = [(i, j, 1.0) for i, j in order if labels[i] == labels[j]]
@@ -62,6 +66,21 @@ def sample_pairs(labels: list[int], rounds: int, seed: int) -> list[tuple[int, i
     for k in range(size):
         pairs.append(pos[k % len(pos)])
         pairs.append(neg[k % len(neg)])
+    return pairs
+
+
+def sampled_pairs(labels: list[int], rounds: int, rng: random.Random) -> list[tuple[int, int, float]]:
+    """Large training sets, where listing every pair would not fit in memory (SetFit lists them
+    all): each round gives every example one random same-label and one other-label partner."""
+    by_label: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_label.setdefault(int(y), []).append(i)
+    others = {y: [i for z, idx in by_label.items() if z != y for i in idx] for y in by_label}
+    pairs: list[tuple[int, int, float]] = []
+    for _ in range(rounds):
+        for i, y in enumerate(labels):
+            pairs.append((i, rng.choice(by_label[int(y)]), 1.0))
+            pairs.append((i, rng.choice(others[int(y)]), 0.0))
     return pairs
 
 
@@ -116,9 +135,10 @@ class ContrastiveStrategy(FullStrategy):
     stores_encoder = True
     freezes_parameters = True
     undeclared_pooling = "mean"
-    #: ``lr``: the encoder's rate in the pair phase (SetFit's body_learning_rate); the head phase is
-    #: frozen's (a linear head on fixed features converges in tens of epochs).
-    defaults = {"epochs": 30, "lr": 2e-5, "head_lr": 1e-2, "patience": 5}
+    #: ``lr``: the encoder's rate in the pair phase (SetFit's body_learning_rate). ``epochs``: of the
+    #: head on the tuned features; 8 examples per class are one or two head steps an epoch, and 100
+    #: epochs gained 0.9 pt over 30 on emotion k=8 (0.366 vs 0.357, same tuned encoder).
+    defaults = {"epochs": 100, "lr": 2e-5, "head_lr": 1e-2, "patience": 5}
     saved_weights = "the contrastively tuned encoder and the head"
     card_tags = ("setfit-style", "contrastive", "few-shot")
 
@@ -189,7 +209,7 @@ class ContrastiveStrategy(FullStrategy):
             for chunk in length_grouped(pairs, lengths, s.pair_batch_size, order):
                 loss = self._pair_step(ctx, rows, chunk)
                 if not torch.isfinite(loss):
-                    raise ConfigError("contrastive pair loss", expected="a finite number", found=str(loss.item()),
+                    raise NLPTransferError("contrastive pair loss", expected="a finite number", found=str(loss.item()),
                                       fix="lower train.lr")
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, ctx.cfg.train.max_grad_norm or float("inf"))

@@ -1,0 +1,188 @@
+"""Fast checks of benchmarks/fewshot.py's pure parts: the k-per-class draw, the report splits,
+the loaders (skipped when the data is absent), the summary table and ``--dry-run``.
+
+Nothing here trains a model or starts SetFit: the peer runs are replaced by a fake ``spawn``.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import fewshot  # noqa: E402
+from benchmarks.fewshot import DataMissing  # noqa: E402
+
+
+def toy_rows(counts: dict[str, int]) -> list[dict[str, str]]:
+    return [{"text": f"{label} {i}", "label": label} for label, n in counts.items() for i in range(n)]
+
+
+# --------------------------------------------------------------------------- k per class
+
+
+def test_draw_is_exact_balanced_and_seeded():
+    rows = toy_rows({"b": 30, "a": 50, "c": 12})
+    first = fewshot.draw_k_per_class(rows, 8, seed=3)
+    assert Counter(r["label"] for r in first) == {"a": 8, "b": 8, "c": 8}
+    assert len({r["text"] for r in first}) == 24  # no row twice
+    assert fewshot.draw_k_per_class(rows, 8, seed=3) == first
+    assert fewshot.draw_k_per_class(rows, 8, seed=4) != first
+    # The protocol exactly: labels in sorted order, one Random(seed), rng.sample of each class.
+    rng = random.Random(3)
+    expected = [r for lab in ("a", "b", "c") for r in rng.sample([x for x in rows if x["label"] == lab], 8)]
+    assert first == expected
+
+
+def test_draw_does_not_depend_on_row_order_of_classes():
+    a = toy_rows({"x": 10, "y": 10})
+    b = [r for r in a if r["label"] == "y"] + [r for r in a if r["label"] == "x"]
+    assert fewshot.draw_k_per_class(a, 4, 0) == fewshot.draw_k_per_class(b, 4, 0)
+
+
+def test_draw_refuses_a_class_with_fewer_than_k_rows():
+    rows = toy_rows({"common": 40, "rare": 5})
+    with pytest.raises(ValueError, match=r"class 'rare' has 5 training rows, fewer than k=8"):
+        fewshot.draw_k_per_class(rows, 8, 0)
+    assert len(fewshot.draw_k_per_class(rows, 5, 0)) == 10
+
+
+# --------------------------------------------------------------------------- report sets
+
+
+def test_stratified_subsample_keeps_proportions_and_size():
+    rows = toy_rows({"a": 600, "b": 300, "c": 101})
+    sub = fewshot.stratified_subsample(rows, 500)
+    assert len(sub) == 500
+    c = Counter(r["label"] for r in sub)
+    assert abs(c["a"] - 300) <= 1 and abs(c["b"] - 150) <= 1 and abs(c["c"] - 50) <= 1
+    assert sub == fewshot.stratified_subsample(rows, 500)  # fixed seed
+    assert fewshot.stratified_subsample(rows, 5000) == rows
+
+
+def test_bbc_carve_is_per_class_disjoint_and_fixed():
+    rows = fewshot.dedupe_texts(toy_rows({"sport": 50, "tech": 40}) + toy_rows({"tech": 3}))
+    assert len(rows) == 90
+    rest, test = fewshot.carve_per_class(rows, 0.2, 1234)
+    assert Counter(r["label"] for r in test) == {"sport": 10, "tech": 8}
+    assert not {r["text"] for r in rest} & {r["text"] for r in test}
+    assert len(rest) + len(test) == 90
+    assert fewshot.carve_per_class(rows, 0.2, 1234) == (rest, test)
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def test_loaders_raise_data_missing_on_an_empty_folder(tmp_path):
+    for name in ("emotion", "sst2"):
+        with pytest.raises(DataMissing):
+            fewshot.load_dataset(name, tmp_path)
+    with pytest.raises(DataMissing):
+        fewshot.read_bbc(tmp_path)
+
+
+def test_read_emotion_and_bbc_formats(tmp_path):
+    (tmp_path / "emotion").mkdir()
+    (tmp_path / "emotion" / "train.txt").write_text("text;label_name\ni feel fine;joy\n\ni am sad;sadness\n")
+    assert fewshot.read_emotion(tmp_path / "emotion" / "train.txt") == [
+        {"text": "i feel fine", "label": "joy"}, {"text": "i am sad", "label": "sadness"}]
+    (tmp_path / "bbc" / "tech").mkdir(parents=True)
+    (tmp_path / "bbc" / "tech" / "001.txt").write_bytes("caf\xe9 news\nbody".encode("latin-1"))
+    assert fewshot.read_bbc(tmp_path / "bbc") == [{"text": "caf\xe9 news\nbody", "label": "tech"}]
+
+
+@pytest.mark.parametrize("name", ["emotion", "sst2", "bbc"])
+def test_real_loaders_or_skip(name):
+    try:
+        pool, report = fewshot.load_dataset(name)
+    except DataMissing as e:
+        pytest.skip(str(e))
+    assert pool and report and all(set(r) == {"text", "label"} for r in pool[:5] + report[:5])
+    assert set(fewshot.group_by_label(report)) <= set(fewshot.group_by_label(pool))
+    if name == "sst2":
+        assert len(report) == 872 and {r["label"] for r in report} == {"negative", "positive"}
+    if name == "bbc":
+        assert not {r["text"] for r in pool} & {r["text"] for r in report}
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def records() -> list[dict]:
+    recs = []
+    for seed, (sf, ours) in enumerate([(0.5, 0.7), (0.6, 0.8), (0.7, 0.9)]):
+        recs.append({"dataset": "emotion", "k": 8, "seed": seed, "peer": "setfit", "accuracy": sf,
+                     "train_wall_s": 10.0 + seed, "eval_wall_s": 1.0, "strategy": "setfit"})
+        recs.append({"dataset": "emotion", "k": 8, "seed": seed, "peer": "ours", "accuracy": ours,
+                     "train_wall_s": 2.0, "eval_wall_s": 1.0, "strategy": "frozen"})
+    recs.append({"dataset": "emotion", "k": 8, "seed": 3, "peer": "ours", "error": "exit 1: boom"})
+    return recs
+
+
+def test_summary_mean_and_sample_std():
+    (row,) = fewshot.summarize(records())
+    assert row["setfit"]["n"] == 3 and row["ours"]["n"] == 3  # the error record is left out
+    assert row["setfit"]["acc"] == pytest.approx((0.6, 0.1))
+    assert row["ours"]["acc"] == pytest.approx((0.8, 0.1))
+    assert row["setfit"]["train_s"] == pytest.approx((11.0, 1.0))
+    assert row["ours"]["train_s"] == pytest.approx((2.0, 0.0))
+    assert row["diff"] == pytest.approx(0.2)
+    assert fewshot.mean_std([0.42]) == (0.42, 0.0)
+
+
+def test_markdown_table():
+    md = fewshot.markdown_table(records(), {"cpu_count": 2, "torch_threads": 2, "processor": "cpu"}, "python x")
+    assert "2 CPUs, torch threads 2" in md and "`python x`" in md
+    assert "| SetFit acc (mean ± std) | ours acc | SetFit s | ours s | ours - SetFit |" in md
+    assert "| emotion | 8 | 3/3 | 60.0 ± 10.0 | 80.0 ± 10.0 | 11.0 ± 1.0 | 2.0 ± 0.0 | +20.0 | frozen |" in md
+
+
+# --------------------------------------------------------------------------- main
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    pool, report = toy_rows({"neg": 40, "pos": 40}), toy_rows({"neg": 10, "pos": 10})
+    monkeypatch.setattr(fewshot, "load_dataset", lambda name, data_dir=None: (pool, report))
+
+
+def test_dry_run_prints_the_plan_without_training(fake_data, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(fewshot, "spawn", lambda spec: pytest.fail("--dry-run started a run"))
+    out = tmp_path / "f.json"
+    assert fewshot.main(["--dry-run", "--datasets", "emotion,sst2", "--k", "8,32", "--seeds", "0,1",
+                         "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "emotion: 2 classes, 80 rows to draw from, report set 20 rows" in text
+    assert "16 runs" in text and "sst2     k=32  seed=1   setfit" in text
+    assert not out.exists()
+
+
+def test_dry_run_fails_on_a_short_class(fake_data, tmp_path):
+    with pytest.raises(SystemExit, match="error: emotion k=64: class 'neg' has 40 training rows"):
+        fewshot.main(["--dry-run", "--datasets", "emotion", "--k", "64", "--out", str(tmp_path / "f.json")])
+
+
+def test_records_are_saved_as_they_finish_and_resume_skips(fake_data, monkeypatch, tmp_path):
+    monkeypatch.setattr(fewshot.common, "machine_info", lambda: {"cpu_count": 2, "processor": "cpu"})
+    calls = []
+
+    def fake_spawn(spec):
+        calls.append(spec)
+        return {**{k: spec[k] for k in fewshot.RECORD_KEY}, "accuracy": 0.5, "train_wall_s": 1.0,
+                "eval_wall_s": 0.1, "strategy": "frozen" if spec["peer"] == "ours" else "setfit"}
+
+    monkeypatch.setattr(fewshot, "spawn", fake_spawn)
+    out = tmp_path / "f.json"
+    argv = ["--datasets", "emotion", "--k", "8", "--seeds", "0,1", "--out", str(out)]
+    fewshot.main(argv)
+    assert len(calls) == 4 and len(json.loads(out.read_text())["records"]) == 4
+    assert "| emotion | 8 | 2/2 |" in out.with_suffix(".md").read_text()
+    fewshot.main(argv + ["--resume", "--seeds", "0,1,2"])
+    assert len(calls) == 6 and len(json.loads(out.read_text())["records"]) == 6
