@@ -38,8 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nlp_transfer.errors import ConfigError, NLPTransferError
-from nlp_transfer.model import TransferModel
 from nlp_transfer.strategies.base import TuneContext
+from nlp_transfer.strategies.frozen import FrozenStrategy
 from nlp_transfer.strategies.full import FullStrategy
 
 #: Tasks whose labels say which sentences belong together.
@@ -257,13 +257,7 @@ class ContrastiveStrategy(FullStrategy):
         return True
 
     # ------------------------------------------------------------------ phase 2: frozen's head training
-    def apply(self, model: TransferModel) -> nn.Module:
-        for p in model.encoder.parameters():
-            p.requires_grad = False
-        for p in model.head.parameters():
-            p.requires_grad = True
-        model.encoder.eval()
-        return model
+    apply = FrozenStrategy.apply  # the tuned encoder frozen and in eval mode; the head trains
 
     # ------------------------------------------------------------------ publishing
     @classmethod
