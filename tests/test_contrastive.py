@@ -85,13 +85,10 @@ def test_pair_phase_moves_the_encoder_head_phase_does_not_and_reload_predicts_th
 
 def test_the_tuned_features_get_their_own_cache_entry(tiny_model, toy_csv, tmp_path):
     """Features of the tuned encoder are never served from the base model's cache (or vice versa)."""
-    frozen = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "f", "frozen", train={"epochs": 1})))
-    r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / "c", train={"epochs": 1})))
-    assert r.metrics["held_out"] != frozen.metrics["held_out"] or \
-        not torch.equal(load_file(str(r.output_dir / "head.safetensors"))["out.weight"],
-                        load_file(str(frozen.output_dir / "head.safetensors"))["out.weight"])
+    train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "f", "frozen", train={"epochs": 1})))
+    train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / "c", train={"epochs": 1})))
     caches = list((tmp_path / "cache").rglob("*.npy"))
-    assert len(caches) >= 4  # train + held-out for each encoder
+    assert len(caches) == 4  # train + held-out of the base encoder, and of the tuned one
 
 
 def test_a_class_with_one_example_is_named(tiny_model, tmp_path):
@@ -135,11 +132,9 @@ def test_min_steps_stretches_short_runs_and_keeps_the_evaluations(tiny_model, to
     kw = recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", "full", train={"min_steps": 40, "max_steps": None})
     kw["train"].pop("epochs")  # left to the strategy: the budget applies
     r = train(Recipe(**kw))
-    per_epoch = r.history[0]["step"] // r.history[0]["epoch"] if r.history[0]["epoch"] >= 1 else None
-    steps = r.history[-1]["step"]
-    assert steps >= 40 and r.metrics["epochs_run"] > 3, (steps, r.metrics["epochs_run"])
-    assert len(r.history) <= 4, [h["epoch"] for h in r.history]  # full's 3 default epochs' worth (+ the last)
-    assert per_epoch is None or per_epoch < 40
+    # 120 train rows / batch 16 = 8 steps an epoch: 5 epochs for 40 steps instead of full's 3, and
+    # an evaluation every ceil(5 / 3) = 2 epochs (plus the last): as many as the 3 default epochs.
+    assert [(h["epoch"], h["step"]) for h in r.history] == [(2.0, 16), (4.0, 32), (5.0, 40)]
     explicit = recipe_kwargs(tiny_model, toy_csv, tmp_path / "e", "full", train={"epochs": 1, "min_steps": 40})
     assert train(Recipe(**explicit)).metrics["epochs_run"] == 1  # an explicit train.epochs wins
     frozen = recipe_kwargs(tiny_model, toy_csv, tmp_path / "f", "frozen", train={"min_steps": 400})

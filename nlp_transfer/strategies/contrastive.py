@@ -111,6 +111,13 @@ def pair_loss(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor, kind: str,
     return (pos + neg).mean()
 
 
+def check_task(task: str) -> None:
+    if task not in SUPPORTED_TASKS:
+        raise ConfigError("strategy=contrastive", expected=f"task in {list(SUPPORTED_TASKS)} (labels that say "
+                          "which sentences belong together)", found=f"task={task}",
+                          fix="use strategy=frozen, lora or full for this task")
+
+
 def check_pairable(labels: list[int], label_names: list[str] | None) -> None:
     """Same-label pairs need two examples of every class, other-label pairs two classes."""
     counts: dict[int, int] = {}
@@ -144,18 +151,14 @@ class ContrastiveStrategy(FullStrategy):
 
     @classmethod
     def check_recipe(cls, recipe: Any) -> None:
-        if recipe.task not in SUPPORTED_TASKS:
-            raise ConfigError("strategy=contrastive", expected=f"task in {list(SUPPORTED_TASKS)} (labels that say "
-                              "which sentences belong together)", found=f"task={recipe.task}",
-                              fix="use strategy=frozen, lora or full for this task")
+        check_task(recipe.task)
 
     # ------------------------------------------------------------------ phase 1
     def tune_encoder(self, ctx: TuneContext) -> dict[str, Any] | None:
         if ctx.tasks > 1:
             raise ConfigError("strategy=contrastive", expected="a single-task recipe", found=f"{ctx.tasks} tasks",
                               fix="train each task with strategy=contrastive, or use frozen/lora/full")
-        if ctx.task not in SUPPORTED_TASKS:
-            self.check_recipe(ctx.cfg)
+        check_task(ctx.task)  # the task's own name: a multi-task base config carries a default task
         labels = [int(y) for y in ctx.train["label"]]
         check_pairable(labels, ctx.label_names)
         cfg, s = ctx.cfg, self.cfg
@@ -175,7 +178,7 @@ class ContrastiveStrategy(FullStrategy):
         digest = hashlib.sha256()
         for k, v in sorted(encoder.state_dict().items()):
             digest.update(k.encode())
-            digest.update(v.detach().cpu().contiguous().numpy().tobytes())
+            digest.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
         return {"tuned_encoder": digest.hexdigest()[:16]}
 
     def _train_pairs(self, ctx: TuneContext, pairs: list[tuple[int, int, float]]) -> None:
