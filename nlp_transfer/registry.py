@@ -87,6 +87,9 @@ class TaskSpec:
     probabilities: Callable[[Any], Any] | None = None
     #: The labels are mutually exclusive (softmax): ``top_k`` ranks them.
     exclusive_labels: bool = False
+    #: transformers' auto class of this task's native model (``model.head=native``); None: no
+    #: native model, the pooled head is used.
+    auto_class: str | None = None
 
     @property
     def words(self) -> str:

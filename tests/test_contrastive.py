@@ -66,7 +66,7 @@ def test_pair_phase_moves_the_encoder_head_phase_does_not_and_reload_predicts_th
                                                                                        tmp_path):
     r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / "out")))
     base = AutoModel.from_pretrained(str(tiny_model)).state_dict()
-    tuned = load_file(str(r.output_dir / "model.safetensors"))
+    tuned = load_file(str(r.output_dir / "encoder" / "model.safetensors"))
     phase1 = load_file(str(r.output_dir / "checkpoints" / "contrastive" / "encoder.safetensors"))
     moved = [k for k in tuned if "pooler" not in k and not torch.equal(tuned[k], base[k])]
     assert len(moved) > len(tuned) // 2, "the pair phase did not train the encoder"

@@ -24,7 +24,7 @@ from nlp_transfer.recipe import train
 from test_resume import _env, _run, _wait_for_step, sigterm_then_resume
 from toy import make_rows, write_csv
 
-WEIGHTS = {"full": ["model.safetensors", "head.safetensors"], "frozen": ["head.safetensors"],
+WEIGHTS = {"full": ["encoder/model.safetensors", "head.safetensors"], "frozen": ["head.safetensors"],
            "lora": ["adapter_model.safetensors"]}
 
 

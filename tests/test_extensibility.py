@@ -170,7 +170,7 @@ def test_bias_only_trains_saves_loads_pushes_and_describes_itself(
     # merged: encoder (base + trained biases) + head; loads without the base model, same predictions
     merged_id = hub.new_repo_id("toy-bitfit-merged")
     push_to_hub(out, merged_id, merge=True, base_model_id=base_id)
-    assert {"model.safetensors", "head.safetensors"} <= set(hub.files(merged_id))
+    assert {"encoder/model.safetensors", "head.safetensors"} <= set(hub.files(merged_id))
     assert "bias.safetensors" not in hub.files(merged_id)
     merged = load(merged_id)
     assert torch.allclose(torch.from_numpy(merged.logits(TEXTS)), torch.from_numpy(predictor.logits(TEXTS)),

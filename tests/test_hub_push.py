@@ -34,12 +34,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationW
 TEXTS = ["goal match team win today", "the bank says stock price is big", "robot code chip phone", "x"]
 COMMON = {".gitattributes", "README.md", "training_curves.png", "config.json", "recipe.yaml", "metrics.json",
           "nlp_transfer.json", "tokenizer.json", "tokenizer_config.json"}
-WEIGHTS = {
-    ("full", False): {"model.safetensors", "head.safetensors"},
+POOLED = {"encoder/config.json", "encoder/model.safetensors", "head.safetensors"}
+WEIGHTS = {  # output (strategy, or strategy_native: model.head=native), merge -> weight files pushed
+    ("full", False): POOLED,
     ("frozen", False): {"head.safetensors"},
     ("lora", False): {"adapter_model.safetensors", "adapter_config.json"},
-    ("lora", True): {"model.safetensors", "head.safetensors"},
-    ("frozen", True): {"model.safetensors", "head.safetensors"},
+    ("lora", True): POOLED,
+    ("frozen", True): POOLED,
+    ("full_native", False): {"model.safetensors"},
+    ("lora_native", False): {"adapter_model.safetensors", "adapter_config.json"},
+    ("lora_native", True): {"model.safetensors"},
 }
 LABELS = ["finance", "sport", "tech"]
 
@@ -51,9 +55,12 @@ def outputs(tiny_model: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFa
     """One finished output folder per strategy (1 epoch of the toy task, a few seconds each)."""
     root = tmp_path_factory.mktemp("hub_outputs")
     outs = {}
-    for strategy in ("full", "frozen", "lora"):
-        train(Recipe(**recipe_kwargs(tiny_model, toy_csv, root / strategy, strategy, train={"epochs": 2})))
-        outs[strategy] = root / strategy
+    for name in ("full", "frozen", "lora", "full_native", "lora_native"):
+        kw = recipe_kwargs(tiny_model, toy_csv, root / name, name.split("_")[0], train={"epochs": 2})
+        if name.endswith("_native"):
+            kw["model"] = {**kw["model"], "pooling": "auto", "head": "native"}
+        train(Recipe(**kw))
+        outs[name] = root / name
     return outs
 
 
@@ -100,14 +107,22 @@ def one_line_error(err: pytest.ExceptionInfo, *parts: str) -> str:
     return msg
 
 
-def card_snippet_predictions(readme: str) -> tuple[list[str], np.ndarray]:
-    """Run the card's plain transformers/peft snippet (last python block) on TEXTS."""
-    code = re.findall(r"```python\n(.*?)```", readme, re.S)[-1]
+def card_snippet_predictions(readme: str, native: bool = False) -> tuple[list[str], np.ndarray]:
+    """Run the card's plain transformers/peft snippet (last python block; a native model's card puts
+    it first) on TEXTS."""
+    code = re.findall(r"```python\n(.*?)```", readme, re.S)[0 if native else -1]
+    if "pipeline(" in code:  # the three-line pipeline snippet
+        code = code.replace('"The first text to classify."', repr(TEXTS)).replace("print(pipe(", "out = (pipe(")
+        ns: dict[str, Any] = {}
+        exec(compile(code, "<model card snippet>", "exec"), ns)  # noqa: S102 - our own generated code
+        return [o["label"] for o in ns["out"]], np.array([[o["score"]] for o in ns["out"]])
     assert "from nlp_transfer" not in code and "import nlp_transfer" not in code
     code = code.replace('["The first text to classify."]', repr(TEXTS))
     ns: dict[str, Any] = {}
     exec(compile(code, "<model card snippet>", "exec"), ns)  # noqa: S102 - our own generated code
     logits = ns["logits"]
+    if "labels" not in ns:  # AutoPeftModel: the labels are the output folder's
+        ns["labels"] = LABELS
     return [ns["labels"][i] for i in logits.argmax(-1).tolist()], logits.softmax(-1).numpy()
 
 
@@ -118,7 +133,8 @@ def test_push_then_load_by_repo_id_predicts_like_the_local_folder(
         strategy: str, merge: bool, hub: LocalHub, base_id: str, outputs: dict[str, Path], tiny_model: Path) -> None:
     out = outputs[strategy]
     before = fingerprint(out)
-    repo_id = hub.new_repo_id(f"toy-{strategy}{'-merged' if merge else ''}")
+    repo_id = hub.new_repo_id(f"toy-{strategy.replace('_', '-')}{'-merged' if merge else ''}")
+    key, strategy, native = (strategy, merge), strategy.split("_")[0], strategy.endswith("_native")
 
     result = push_to_hub(out, repo_id, merge=merge, base_model_id=base_id)
 
@@ -126,7 +142,7 @@ def test_push_then_load_by_repo_id_predicts_like_the_local_folder(
     assert isinstance(result, PushResult) and result.repo_id == repo_id and result.revision == "main"
     assert result.startswith(f"{hub.endpoint}/{repo_id}/commit/") and result.commit in result
     files = hub.files(repo_id)
-    assert set(files) == COMMON | WEIGHTS[(strategy, merge)]
+    assert set(files) == COMMON | WEIGHTS[key]
     assert set(result.files) == set(files) - {".gitattributes"}
     assert fingerprint(out) == before, "the user's output folder must not change"
 
@@ -160,11 +176,18 @@ def test_push_then_load_by_repo_id_predicts_like_the_local_folder(
     # plain transformers (+ peft for the adapter), following the pushed model card
     readme = files["README.md"].decode()
     assert f'load("{repo_id}")' in readme
-    labels, probs = card_snippet_predictions(readme)
+    labels, probs = card_snippet_predictions(readme, native)
     expected = local(TEXTS)
     assert labels == [p["label"] for p in expected]
     np.testing.assert_allclose(probs.max(-1), [p["score"] for p in expected], atol=1e-5)
     assert ("PeftModel" in readme) == (strategy == "lora" and not merge)
+    library = ("peft" if strategy == "lora" and not merge else "transformers") if native else "nlp_transfer"
+    assert f"library_name: {library}" in readme
+    if native and library == "transformers":  # pipeline() by repo id, as a Hub user runs it
+        from transformers import pipeline
+        got = pipeline("text-classification", model=repo_id)(TEXTS)
+        assert [g["label"] for g in got] == [p["label"] for p in expected]
+        np.testing.assert_allclose([g["score"] for g in got], [p["score"] for p in expected], atol=1e-5)
 
 
 def test_base_reference_is_pinned_to_the_commit_that_was_checked(
@@ -210,7 +233,7 @@ def test_recipe_pushes_at_the_end_of_training_and_result_can_push_again(
     result = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "out", "full", train={"epochs": 1},
                                           hub={"push": True, "repo_id": repo_id, "private": True})))
     files = hub.files(repo_id)
-    assert {"model.safetensors", "head.safetensors", "README.md"} <= set(files)
+    assert POOLED | {"README.md"} <= set(files)
     assert hub.repos[("model", repo_id)].private
     assert json.loads(files["metrics.json"])["held_out"] == pytest.approx(result.metrics["held_out"])
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from nlp_transfer.training import checkpoint as ckpt
 from toy import make_rows, write_csv
 
-WEIGHTS = {"full": "model.safetensors", "frozen": "head.safetensors", "lora": "adapter_model.safetensors",
+WEIGHTS = {"full": "encoder/model.safetensors", "frozen": "head.safetensors", "lora": "adapter_model.safetensors",
            "contrastive": "head.safetensors"}
 #: Per-strategy settings that keep the run short (contrastive: 2 pair rounds before the head trains).
 EXTRA = {"contrastive": ["strategy.pair_rounds=2"]}
@@ -86,7 +86,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_pat
     assert "resumed from" in resumed.stdout, f"killed at step {kill_at}: {resumed.stdout[-500:]}"
     if strategy == "contrastive":
         assert "tuned encoder reused" in resumed.stdout
-        enc, ref_enc = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "ref" / "model.safetensors"))
+        enc = load_file(str(out / "encoder" / "model.safetensors"))
+        ref_enc = load_file(str(tmp_path / "ref" / "encoder" / "model.safetensors"))
         assert all((enc[k] == ref_enc[k]).all() for k in ref_enc), "tuned encoder differs after resume"
     m, w = _final(out, strategy)
     assert m["resumed_from"]

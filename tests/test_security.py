@@ -56,13 +56,15 @@ def custom_code_config(folder: Path, marker: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tiny_model: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One frozen and one full output folder (1 epoch each)."""
+    """Frozen, full (native head) and full with a pooled head (encoder in encoder/) output folders."""
     base = tmp_path_factory.mktemp("trained")
     out = {}
-    for strategy in ("frozen", "full"):
-        kw = recipe_kwargs(tiny_model, toy_csv, base / strategy, strategy, train={"epochs": 1},
+    for name in ("frozen", "full", "full_pooled"):
+        kw = recipe_kwargs(tiny_model, toy_csv, base / name, name.split("_")[0], train={"epochs": 1},
                            output={"cache_dir": str(base / "cache")})
-        out[strategy] = train(Recipe(**kw)).output_dir
+        if name == "full":  # the native task model: weights and config.json at the top
+            kw["model"] = {**kw["model"], "pooling": "auto"}
+        out[name] = train(Recipe(**kw)).output_dir
     return out
 
 
@@ -143,6 +145,17 @@ def test_predict_never_unpickles_a_malicious_file(strategy, trained, tmp_path, c
     with pytest.raises(ModelError, match="pickle-based files"):
         load(out)
     assert not marker.exists()
+
+
+def test_pickle_weights_in_the_encoder_subfolder_need_the_opt_in_too(trained, tmp_path):
+    out = copy_output(trained["full_pooled"], tmp_path / "pickled")
+    torch.save(load_file(str(out / "encoder" / "model.safetensors")), out / "encoder" / "pytorch_model.bin")
+    (out / "encoder" / "model.safetensors").unlink()
+    with pytest.raises(ModelError) as e:
+        load(out)
+    assert "found pickle-based files ['encoder/pytorch_model.bin']" in str(e.value)
+    texts = ["goal match team", "bank stock market"]
+    assert load(out, allow_pickle=True)(texts) == load(trained["full_pooled"])(texts)
 
 
 def test_malicious_weights_file_is_not_executed_even_with_allow_pickle(trained, tmp_path):

@@ -54,9 +54,10 @@ def test_gap_warning(tiny_model, toy_csv, tmp_path):
 
 def test_output_folder_contents(tiny_model, toy_csv, tmp_path):
     r = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", "full", train={"epochs": 1})))
-    files = {p.name for p in r.output_dir.iterdir()}
-    assert {"model.safetensors", "head.safetensors", "config.json", "tokenizer.json", "recipe.yaml",
-            "metrics.json", "nlp_transfer.json"} <= files
+    files = {p.relative_to(r.output_dir).as_posix() for p in r.output_dir.rglob("*") if "checkpoints" not in p.parts}
+    assert {"encoder/model.safetensors", "encoder/config.json", "head.safetensors", "config.json", "tokenizer.json",
+            "recipe.yaml", "metrics.json", "nlp_transfer.json", "held_out.jsonl"} <= files
+    assert "model.safetensors" not in files  # pooled head: nothing plain transformers would load headless
     assert not any(n.endswith((".bin", ".pt")) or n.startswith(".partial") for n in files)
     recipe = (r.output_dir / "recipe.yaml").read_text()
     assert "strategy:" in recipe and "name: full" in recipe

@@ -30,6 +30,8 @@ from nlp_transfer.config.trainer_names import TRAINER_ALIASES, unsupported_hint 
 # their own checks come from the registries (nlp_transfer/registry.py, filled by strategies.py
 # and tasks/ on ``import nlp_transfer``).
 POOLINGS = ("auto", "cls", "mean")
+#: model.head: the architecture's own task head (AutoModelFor<Task>), or pooling + our linear head.
+HEAD_KINDS = ("auto", "native", "pooled")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 VERBOSITY = ("debug", "info", "warning", "error")
 
@@ -135,6 +137,11 @@ class ModelConfig:
     max_length: int = 256
     #: Dropout in front of the task head.
     head_dropout: float = 0.1
+    #: "native": the architecture's own task model (``AutoModelForSequenceClassification`` ...: what
+    #: Trainer trains and ``pipeline()`` loads); "pooled": ``pooling`` + nlp_transfer's linear head
+    #: (sentence vectors; what ``frozen``/``contrastive`` use); "auto": native where the strategy
+    #: fine-tunes a single task, pooled elsewhere.
+    head: str = "auto"
     #: Off by default: code from a model repo only runs when you ask for it.
     trust_remote_code: bool = False
 
@@ -146,6 +153,7 @@ class ModelConfig:
             raise ConfigError("model.name", expected="a model folder or Hub id",
                               found=repr(self.name), fix="pass model=<path or hub id>")
         _check_choice("model", "pooling", self.pooling, POOLINGS)
+        _check_choice("model", "head", self.head, HEAD_KINDS)
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ConfigError("model.max_length", expected="an integer >= 2",
                               found=repr(self.max_length), fix="pass model.max_length=256")

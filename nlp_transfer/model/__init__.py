@@ -162,20 +162,8 @@ def load_encoder(name_or_path: str, revision: str | None = None, trust_remote_co
 
     ``allow_pickle=True`` (explicit opt-in, for sources you trust) also accepts
     ``pytorch_model.bin`` weights."""
-    from transformers import AutoConfig, AutoModel
-    try:
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    except ValueError as e:
-        if "trust_remote_code" in str(e):
-            raise ModelError(f"model '{name_or_path}'", expected="an architecture built into transformers",
-                             found="a model that needs custom code from its repository",
-                             fix="review the code, then pass model.trust_remote_code=true") from None
-        raise ModelError(f"model '{name_or_path}'", expected="a transformers config", found=str(e).splitlines()[0],
-                         fix="check the model name") from None
-    except OSError as e:
-        raise ModelError(f"model '{name_or_path}'", expected="a local folder or a reachable Hub model",
-                         found=str(e).splitlines()[0][:200],
-                         fix="check the name/network, or use model=minilm (embedded, offline)") from None
+    from transformers import AutoModel
+    config = load_model_config(name_or_path, revision, trust_remote_code)
     for k, v in (config_overrides or {}).items():
         setattr(config, k, v)
     try:
@@ -187,6 +175,25 @@ def load_encoder(name_or_path: str, revision: str | None = None, trust_remote_co
                          found=str(e).splitlines()[0][:200],
                          fix="convert the checkpoint to safetensors (pickle weights are not loaded for safety; "
                              "predict.load(..., allow_pickle=True) opts in for a source you trust)") from None
+
+
+def load_model_config(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """``AutoConfig.from_pretrained`` with one-line errors (a config that needs repository code is
+    refused unless ``trust_remote_code``)."""
+    from transformers import AutoConfig
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise ModelError(f"model '{name_or_path}'", expected="an architecture built into transformers",
+                             found="a model that needs custom code from its repository",
+                             fix="review the code, then pass model.trust_remote_code=true") from None
+        raise ModelError(f"model '{name_or_path}'", expected="a transformers config", found=str(e).splitlines()[0],
+                         fix="check the model name") from None
+    except OSError as e:
+        raise ModelError(f"model '{name_or_path}'", expected="a local folder or a reachable Hub model",
+                         found=str(e).splitlines()[0][:200],
+                         fix="check the name/network, or use model=minilm (embedded, offline)") from None
 
 
 #: Files one of which a local folder needs for ``AutoTokenizer`` to load a real vocabulary.
@@ -281,13 +288,161 @@ class TransferModel(nn.Module):
                 features: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:
         if features is None:
             features = self.encode(input_ids, attention_mask, token_type_ids)
-        logits = self.head(features)
-        out = {"logits": logits}
-        if labels is not None:
-            loss_fn = TASKS[self.task].loss
-            out["loss"] = loss_fn(logits, labels) if self.class_weights is None \
-                else loss_fn(logits, labels, self.class_weights)
-        return out
+        return task_outputs(self, self.head(features), labels)
+
+    def save_weights(self, out_dir: Path) -> dict[str, str]:
+        return save_pooled(self, out_dir)
+
+
+def save_pooled(model: nn.Module, out_dir: Path) -> dict[str, str]:
+    """A pooled-head model (single- or multi-task): the encoder in ``encoder/``, the head(s) in
+    ``head.safetensors``, ``config.json`` (labels) at the top without weights. Keeping the encoder out
+    of the top folder is deliberate: ``AutoModelForSequenceClassification.from_pretrained(folder)``
+    would otherwise load it with a random classifier and predict plausible nonsense; this way it
+    refuses (no weights)."""
+    from safetensors.torch import save_file
+    out_dir = Path(out_dir)
+    model.encoder.save_pretrained(out_dir / ENCODER_SUBFOLDER, safe_serialization=True)
+    model.encoder.config.save_pretrained(out_dir)
+    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(out_dir / "head.safetensors"))
+    return {"encoder": f"{ENCODER_SUBFOLDER}/", "head": "head.safetensors"}
+
+
+def task_outputs(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``{"logits", "loss"}`` with the task's own loss (class-weighted when the model carries weights)."""
+    out = {"logits": logits}
+    if labels is not None:
+        loss_fn = TASKS[model.task].loss
+        out["loss"] = loss_fn(logits, labels) if model.class_weights is None \
+            else loss_fn(logits, labels, model.class_weights)
+    return out
+
+
+#: Where a pooled-head model that stores its encoder keeps it (``save_weights``).
+ENCODER_SUBFOLDER = "encoder"
+
+
+class NativeTaskModel(nn.Module):
+    """The architecture's own task model (``AutoModelFor<Task>``: BERT's pooler + classifier,
+    RoBERTa's classification head, ...), trained as Trainer trains it, with the task's loss.
+
+    Same interface as :class:`TransferModel` where strategies need it: ``encoder`` (the backbone),
+    ``head`` (the modules on top of it), ``forward -> {"logits", "loss"}``, ``save_weights``. Its
+    folder is a plain transformers folder: ``pipeline()`` and ``AutoModelFor<Task>`` load it. No
+    sentence vectors (``encode``): feature-cache strategies use the pooled head."""
+    pooling = "native"
+
+    def __init__(self, net: nn.Module, task: str) -> None:
+        super().__init__()
+        self.net = net
+        self.task = task
+        self.config = net.config
+        self.register_buffer("class_weights", None, persistent=False)
+
+    @property
+    def backbone_prefix(self) -> str:
+        return self.task_net.base_model_prefix
+
+    @property
+    def task_net(self) -> nn.Module:
+        """The transformers task model (under a PEFT wrapper when adapters are on)."""
+        return self.net.get_base_model() if hasattr(self.net, "get_base_model") else self.net
+
+    @property
+    def encoder(self) -> nn.Module:  # type: ignore[override]
+        return getattr(self.task_net, self.backbone_prefix)
+
+    def head_module_names(self) -> list[str]:
+        """Modules of the task model that are the head: its children beside the backbone, and the
+        backbone's own pooler where the head reads it (BERT)."""
+        names = [n for n, m in self.task_net.named_children()
+                 if n != self.backbone_prefix and any(True for _ in m.parameters())]  # not dropout
+        if getattr(self.encoder, "pooler", None) is not None:
+            names.append(f"{self.backbone_prefix}.pooler")
+        return names
+
+    @property
+    def head(self) -> nn.ModuleDict:  # type: ignore[override]
+        net = self.task_net
+        return nn.ModuleDict({n.replace(".", "_"): net.get_submodule(n) for n in self.head_module_names()})
+
+    def encode(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        raise ModelError("sentence vectors", expected="a pooled-head model (model.head=pooled)",
+                         found="model.head=native (the architecture's own head)",
+                         fix="pass model.head=pooled for strategies that train on cached features")
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                **_: Any) -> dict[str, torch.Tensor]:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return task_outputs(self, self.net(**kwargs).logits, labels)
+
+    def save_weights(self, out_dir: Path) -> dict[str, str]:
+        """``save_pretrained``: a plain transformers folder (config with labels and problem_type)."""
+        self.task_net.save_pretrained(out_dir, safe_serialization=True)
+        return {"model": "model.safetensors"}
+
+
+def task_config_overrides(task: str, num_labels: int | None, label_names: list[str] | None) -> dict[str, Any]:
+    """``config.json`` settings of a task model: labels, their count, ``problem_type``."""
+    spec = get_task(task)
+    n = spec.num_outputs(num_labels)
+    names = list(label_names) if label_names and len(label_names) == n else [f"LABEL_{i}" for i in range(n)]
+    out: dict[str, Any] = {"num_labels": n, "id2label": dict(enumerate(names)),
+                           "label2id": {name: i for i, name in enumerate(names)}}
+    if spec.problem_type:
+        out["problem_type"] = spec.problem_type
+    elif not spec.token_level:
+        out["problem_type"] = "single_label_classification"
+    return out
+
+
+def load_task_model(name_or_path: str, task: str, num_labels: int | None, label_names: list[str] | None,
+                    revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False) -> nn.Module:
+    """``AutoModelFor<Task>.from_pretrained`` (safetensors only unless ``allow_pickle``) with the task's
+    labels: a pretrained encoder gets a fresh head, a saved native folder its trained one."""
+    import transformers
+
+    spec = get_task(task)
+    auto = getattr(transformers, spec.auto_class)
+    config = load_model_config(name_or_path, revision, trust_remote_code)
+    for k, v in task_config_overrides(task, num_labels, label_names).items():
+        setattr(config, k, v)
+    try:
+        return auto.from_pretrained(name_or_path, config=config, revision=revision,
+                                    trust_remote_code=trust_remote_code,
+                                    use_safetensors=None if allow_pickle else True)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{spec.auto_class} of '{name_or_path}'", expected="an architecture with a native "
+                         f"{task} head and safetensors weights", found=str(e).splitlines()[0][:200],
+                         fix="pass model.head=pooled (pooling + nlp_transfer's head)") from None
+
+
+def resolve_head(head: str, strategy: str, task: str, multi_task: bool = False, pooling: str = "auto") -> str:
+    """``model.head=auto``: ``native`` when the strategy fine-tunes (``Strategy.native_head``), the
+    run has one task, the task has a native model (``TaskSpec.auto_class``) and no pooling was
+    asked for (``model.pooling`` other than auto belongs to the pooled head); else ``pooled``.
+    An explicit ``native`` that cannot be honoured is a ConfigError."""
+    from nlp_transfer.errors import ConfigError
+    cls = STRATEGIES.get(strategy)
+    spec = TASKS.get(task)
+    possible = bool(getattr(cls, "native_head", False)) and spec is not None and bool(spec.auto_class) \
+        and not multi_task
+    if head == "auto":
+        return "native" if possible and pooling == "auto" else "pooled"
+    if head == "native" and pooling != "auto":
+        raise ConfigError("model.pooling", expected="auto with model.head=native (the architecture's head pools "
+                          "as it was built to)", found=f"model.pooling={pooling}",
+                          fix="drop model.pooling, or pass model.head=pooled to pool yourself")
+    if head == "native" and not possible:
+        why = ("a multi-task recipe (one encoder, a head per task)" if multi_task else
+               f"strategy={strategy}" if not getattr(cls, "native_head", False) else f"task={task}")
+        raise ConfigError("model.head=native", expected="a single-task recipe whose strategy fine-tunes the "
+                          "encoder (full, partial, lora) on a task with a transformers task model",
+                          found=why, fix="pass model.head=pooled (or leave model.head=auto)")
+    return head
 
 
 def auto_pooling(model_path: str, strategy: str) -> str:
@@ -302,9 +457,14 @@ def auto_pooling(model_path: str, strategy: str) -> str:
 
 def build_model(model_name: str, task: str, num_labels: int | None, pooling: str = "auto",
                 head_dropout: float = 0.1, revision: str | None = None, trust_remote_code: bool = False,
-                strategy: str = "full", label_names: list[str] | None = None) -> tuple[TransferModel, str, str]:
-    """Load encoder, choose pooling, attach a fresh head. Returns (model, resolved path, pooling)."""
+                strategy: str = "full", label_names: list[str] | None = None,
+                head: str = "pooled") -> tuple[nn.Module, str, str]:
+    """Load encoder, choose pooling, attach a fresh head. Returns (model, resolved path, pooling);
+    with ``head`` resolving to native, the architecture's task model (pooling ``"native"``)."""
     path = resolve_model(model_name)
+    if resolve_head(head, strategy, task, pooling=pooling) == "native":
+        net = load_task_model(path, task, num_labels, label_names, revision, trust_remote_code)
+        return NativeTaskModel(net, task), path, NativeTaskModel.pooling
     overrides: dict[str, Any] = {}
     if label_names:
         overrides = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nlp_transfer.errors import ModelError
-from nlp_transfer.model import TASKS, pool
+from nlp_transfer.model import TASKS, pool, save_pooled
 
 
 class MultiHead(nn.Module):
@@ -65,6 +65,9 @@ class MultiTaskModel(nn.Module):
         if labels is not None:
             out["loss"] = spec.loss(logits, labels)
         return out
+
+    def save_weights(self, out_dir: Any) -> dict[str, str]:
+        return save_pooled(self, out_dir)
 
 
 class TaskView(nn.Module):

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from nlp_transfer.errors import ModelError
-from nlp_transfer.model import HEADS, TransferModel, load_encoder, load_tokenizer, resolve_model, weights_sha256
+from nlp_transfer.model import (ENCODER_SUBFOLDER, HEADS, NativeTaskModel, TransferModel, load_encoder, load_task_model,
+                                load_tokenizer, resolve_model, weights_sha256)
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
 from nlp_transfer.registry import STRATEGIES
 
@@ -65,7 +66,8 @@ def read_checked_meta(out: Path, allow_pickle: bool, trust_remote_code: bool) ->
     Returns ``(meta, remote)``, ``remote`` being what to pass as ``trust_remote_code``."""
     meta = json.loads((out / "nlp_transfer.json").read_text())
     if not allow_pickle:
-        pickles = [p.name for p in out.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        folders = [out] + ([out / ENCODER_SUBFOLDER] if (out / ENCODER_SUBFOLDER).is_dir() else [])
+        pickles = [str(p.relative_to(out)) for d in folders for p in sorted(d.iterdir()) if p.suffix in PICKLE_SUFFIXES]
         if pickles:
             raise ModelError(f"weights in {out}", expected="safetensors files only",
                              found=f"pickle-based files {pickles}",
@@ -173,8 +175,15 @@ def rebuild_model(path_or_repo: str | Path, device: str | torch.device | None = 
     source, rev = str(out), None
     if needs_base_model(meta, cls):
         source, rev = (base_model, base_revision) if base_model else (base_path(meta, out), None)
-    encoder = load_encoder(source, revision=rev, trust_remote_code=remote, allow_pickle=allow_pickle)
-    model = build_skeleton(encoder, meta)
+    if meta["head"].get("type") == "native":  # the architecture's task model: from the folder, or the base + adapter
+        net = load_task_model(source, meta["task"], meta["head"]["num_outputs"], meta.get("label_names"), rev, remote,
+                              allow_pickle=allow_pickle)
+        model = NativeTaskModel(net, meta["task"])
+    else:
+        if (Path(source) / ENCODER_SUBFOLDER / "config.json").is_file():
+            source = str(Path(source) / ENCODER_SUBFOLDER)
+        encoder = load_encoder(source, revision=rev, trust_remote_code=remote, allow_pickle=allow_pickle)
+        model = build_skeleton(encoder, meta)
     if meta.get("merged"):  # a merged Hub export: encoder + head.safetensors, whatever trained it
         cls.load_head(model, out)
     else:

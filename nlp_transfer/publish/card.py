@@ -97,7 +97,13 @@ class ModelCardInfo:
     hidden_size: int | None = None
     license: str = "apache-2.0"
     language: str | list[str] | None = None
-    library_name: str = "nlp_transfer"
+    #: None: follows the loader of what is pushed (transformers for a native folder, peft for a native
+    #: adapter, nlp_transfer for pooling + our head).
+    library_name: str | None = None
+    #: Trained through the architecture's own task head (a plain transformers / PEFT folder).
+    native: bool = False
+    #: Tuned per-label decision thresholds of a multi-label model.
+    thresholds: Any = None
     extra_tags: list[str] = field(default_factory=list)
     merged: bool = False
     plain_loading: str | None = None
@@ -182,6 +188,8 @@ class ModelCardInfo:
             strategy_details=details,
             auto=metrics.get("auto") if isinstance(metrics.get("auto"), dict) else None,
             head_outputs=head.get("num_outputs"),
+            native=head.get("type") == "native",
+            thresholds=meta.get("thresholds"),
             head_dropout=head.get("dropout"),
             hidden_size=config.get("hidden_size") or config.get("dim") or config.get("d_model"),
             nlp_transfer_version=version,
@@ -203,6 +211,15 @@ class ModelCardInfo:
     @property
     def task_words(self) -> str:
         return self.task_spec.words if self.task_spec else self.task
+
+    @property
+    def library(self) -> str:
+        """``library_name`` of the card: the library whose loader reads what is pushed."""
+        if self.library_name:
+            return self.library_name
+        if not self.native:
+            return "nlp_transfer"
+        return "transformers" if self.merged or self.strategy_class.stores_encoder else "peft"
 
     @property
     def pipeline_tag(self) -> str:
@@ -327,7 +344,7 @@ def _metadata_yaml(info: ModelCardInfo) -> str:
         base_model=info.base_model if info.base_model_is_hub_id else None,
         datasets=[info.dataset_hub_id] if info.dataset_hub_id else None,
         language=info.language,
-        library_name=info.library_name,
+        library_name=info.library,
         license=info.license,
         pipeline_tag=info.pipeline_tag,
         tags=info.tags,
@@ -489,10 +506,44 @@ def _usage_section(info: ModelCardInfo) -> str:
              "```python", "from nlp_transfer import load", "", f'predict = load("{ref}")', f"print({call})",
              "```", "", "From the command line:", "", "```bash",
              f'nlp-transfer predict {ref} --text "The first text to classify."', "```", ""]
-    plain = info.plain_loading if info.plain_loading is not None else _plain_snippet(info, ref)
+    plain = info.plain_loading if info.plain_loading is not None else \
+        ("" if info.native else _plain_snippet(info, ref))
     if plain:
         lines += [plain]
+    if info.native:
+        lines = _native_snippet(info, ref) + ["Or with nlp_transfer" + lines[0][len("With nlp_transfer"):]] + lines[1:]
     return "\n".join(lines).rstrip()
+
+
+def _native_snippet(info: ModelCardInfo, ref: str) -> list[str]:
+    """The standard loaders first: ``pipeline`` for a transformers folder, ``AutoPeftModelFor<Task>``
+    for an adapter (which needs the label count: the adapter folder does not carry the base config)."""
+    spec = info.task_spec
+    text = ('{"text": "A man is playing a guitar.", "text_pair": "Someone plays music."}' if info.text_pair
+            else '"The first text to classify."')
+    extra = ", function_to_apply=\"none\"" if info.task == "regression" else \
+        ", top_k=None" if info.task == "multi_label" else ""
+    if info.library == "transformers":
+        code = ["from transformers import pipeline", "",
+                f'pipe = pipeline("{info.pipeline_tag}", model="{ref}"{extra})', f"print(pipe({text}))"]
+        intro = "With transformers (`pip install transformers`):"
+    else:
+        auto = (spec.auto_class if spec is not None and spec.auto_class else "AutoModelForSequenceClassification")
+        peft_cls = "AutoPeft" + auto[len("Auto"):]
+        code = [f"from peft import {peft_cls}", "from transformers import AutoTokenizer", "",
+                f'model = {peft_cls}.from_pretrained("{ref}", num_labels={info.head_outputs}).eval()',
+                f'tokenizer = AutoTokenizer.from_pretrained("{ref}")',
+                f"logits = model(**tokenizer([{text if not info.text_pair else chr(34) + 'A man is playing a guitar.' + chr(34)}], "
+                "padding=True, return_tensors=\"pt\")).logits"]
+        intro = (f"With peft (`pip install peft`): the LoRA adapter and the trained head on `{info.base_model}` "
+                 "(`merge_and_unload()` gives a plain transformers model):")
+    lines = [intro, "", "```python"] + code + ["```", ""]
+    thresholds = info.thresholds
+    if info.task == "multi_label":
+        lines += ["A label is predicted when its score reaches its tuned threshold (0.5 when none was tuned; the "
+                  "thresholds are in `nlp_transfer.json`, and `nlp_transfer.load` applies them)." if not thresholds
+                  else f"Apply the tuned per-label thresholds: {thresholds}.", ""]
+    return lines
 
 
 def _plain_snippet(info: ModelCardInfo, ref: str) -> str:
@@ -517,7 +568,7 @@ def _plain_snippet(info: ModelCardInfo, ref: str) -> str:
     revision = f', revision="{info.base_model_revision}"' if info.base_model_revision else ""
     base = info.base_model if info.base_model_is_hub_id else _display_name(info.base_model)
     if info.merged:  # a merged export is encoder + head.safetensors, whatever trained it
-        loading = Strategy.head_loading(ref, "folder", stored=True)
+        loading = Strategy.head_loading(ref, 'folder, subfolder="encoder"', stored=True)
     else:
         loading = info.strategy_class.card_loading(info, ref, base, revision)
     if loading is None:

@@ -179,7 +179,7 @@ def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, 
             stage = Path(tmp)
             stage_output(out, stage, meta, metrics, recipe, base_ref, merged=merged, repo_id=repo_id)
             _assert_no_token(stage, tok)
-            files = {p.name: p.stat().st_size for p in sorted(stage.iterdir()) if p.is_file()}
+            files = {n: (stage / n).stat().st_size for n in staged_files(stage)}
             commit = _commit(api, target, stage, private=private,
                              message=commit_message or _default_message(cls, merged, out))
     seconds = round(time.time() - t0, 2)
@@ -468,12 +468,12 @@ def stage_output(out: Path, stage: Path, meta: dict[str, Any], metrics: dict[str
     pushed_meta = {k: v for k, v in meta.items()}
     pushed_meta["base_model"] = base_ref
     if merged:
-        _merge_into(out, stage, meta, base_ref)
+        pushed_meta["weights"] = _merge_into(out, stage, meta, base_ref)
         pushed_meta["merged"] = True
-        pushed_meta["weights"] = {"encoder": "model.safetensors", "head": "head.safetensors"}
     else:
         cls = strategy_of(meta, out)
         for n in cls.weight_files(out):
+            (stage / n).parent.mkdir(parents=True, exist_ok=True)  # encoder/ of a pooled-head folder
             shutil.copy2(out / n, stage / n)
         shutil.copy2(out / "config.json", stage / "config.json")
         cls.prepare_push(stage, meta, base_ref)  # e.g. lora: the adapter carries the head and names the base
@@ -502,14 +502,11 @@ def _write_card(stage: Path, meta: dict[str, Any], base_ref: dict[str, Any], *, 
     readme.write_text(scrub_secrets(readme.read_text(encoding="utf-8")), encoding="utf-8")
 
 
-def _merge_into(out: Path, stage: Path, meta: dict[str, Any], base_ref: dict[str, Any]) -> None:
-    """Encoder (base weights, with what the strategy trained merged in) + head saved as a plain
-    transformers model."""
-    from safetensors.torch import save_file
-
+def _merge_into(out: Path, stage: Path, meta: dict[str, Any], base_ref: dict[str, Any]) -> dict[str, str]:
+    """The model with what the strategy trained merged in, saved as the model saves itself: a native
+    task model as a plain transformers folder, a pooled one as ``encoder/`` + ``head.safetensors``."""
     model = _build_model(out, meta, base_ref, merge=True)
-    model.encoder.save_pretrained(stage, safe_serialization=True)
-    save_file({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}, str(stage / "head.safetensors"))
+    return model.save_weights(stage)
 
 
 def _build_model(out: Path, meta: dict[str, Any], base_ref: dict[str, Any], *, merge: bool) -> Any:
@@ -545,11 +542,13 @@ def verify_merged_export(out: Path, stage: Path, meta: dict[str, Any], base_ref:
         raise fail(f"id2label {cfg.get('id2label')}")
     if cfg.get("num_labels") != meta["head"]["num_outputs"]:
         raise fail(f"num_labels {cfg.get('num_labels')}")
-    # The head: the trained tensors (as the strategy saved them), not a fresh one.
-    head = load_file(str(stage / "head.safetensors"))
-    trained = strategy_of(meta, out).trained_head(out)
-    if set(head) != set(trained) or any(not torch.equal(head[k], trained[k]) for k in head):
-        raise fail("a head that differs from the trained one")
+    # The head: the trained tensors (as the strategy saved them), not a fresh one. A native task
+    # model carries its head inside; the prediction check below covers it.
+    if (stage / "head.safetensors").is_file():
+        head = load_file(str(stage / "head.safetensors"))
+        trained = strategy_of(meta, out).trained_head(out)
+        if set(head) != set(trained) or any(not torch.equal(head[k], trained[k]) for k in head):
+            raise fail("a head that differs from the trained one")
     # Predictions: the exported folder through the normal loader vs the unmerged computation.
     reference = _build_model(out, meta, base_ref, merge=False)
     exported, tokenizer, emeta, _ = load_model(stage, device="cpu")
@@ -591,7 +590,7 @@ def _commit(api: Any, target: _Target, stage: Path, *, private: bool, message: s
         if target.branch != "main" and not target.branch_exists:
             api.create_branch(target.repo_id, branch=target.branch)
             created_branch = True
-        staged = sorted(p.name for p in stage.iterdir() if p.is_file())
+        staged = staged_files(stage)
         ops: list[Any] = [CommitOperationDelete(path_in_repo=p) for p in target.remote_files
                           if p not in staged and p != ".gitattributes"]
         ops += [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(stage / n)) for n in staged]
@@ -645,13 +644,19 @@ class _scrubbed:
         return False
 
 
+def staged_files(stage: Path) -> list[str]:
+    """Paths (``/``-separated, relative) of every file staged for upload, subfolders included
+    (a pooled head's ``encoder/``)."""
+    return sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
+
+
 def _assert_no_token(stage: Path, token: str) -> None:
     needle = token.encode()
     if len(needle) < 8:  # not a real Hub token; a short string could match weight bytes by chance
         return
-    for p in stage.iterdir():
-        if p.is_file() and needle in p.read_bytes():
-            raise ModelError(f"file {p.name} to upload", expected="no access token in any uploaded file",
+    for n in staged_files(stage):
+        if needle in (stage / n).read_bytes():
+            raise ModelError(f"file {n} to upload", expected="no access token in any uploaded file",
                              found="your Hugging Face token", fix="remove the token from the recipe/metrics "
                              "(e.g. a data or model option) and train again")
 

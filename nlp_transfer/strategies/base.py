@@ -53,6 +53,17 @@ def decay_groups(named: list[tuple[str, nn.Parameter]], lr: float, weight_decay:
     return groups
 
 
+def stored_weight_files(out: Path) -> list[str]:
+    """Weight files of an output folder that stores the whole model: a native transformers folder
+    (``model.safetensors`` or its shards), or a pooled-head folder (``head.safetensors`` + the
+    encoder in ``encoder/``; format 1 kept the encoder at the top)."""
+    out = Path(out)
+    if (out / "encoder" / "config.json").is_file():
+        return ["head.safetensors", "encoder/config.json"] + [f"encoder/{f}" for f in encoder_weight_files(out / "encoder")]
+    files = encoder_weight_files(out) or ["model.safetensors"]
+    return (["head.safetensors"] if (out / "head.safetensors").is_file() else []) + files
+
+
 def encoder_weight_files(out: Path) -> list[str]:
     """The encoder weights ``save_pretrained`` wrote: model.safetensors, or the index + shards."""
     out = Path(out)
@@ -112,6 +123,8 @@ class Strategy:
     uses_unfreeze_top_k = False
     #: Honours ``train.min_steps`` (few examples: more epochs, so the encoder gets enough updates).
     step_budget = False
+    #: Can train through the architecture's own task head (``model.head=native``; ``auto`` picks it).
+    native_head = False
     #: ``model.pooling=auto`` when the checkpoint declares none (None: CLS if ``trains_encoder``, else mean).
     undeclared_pooling: str | None = None
     #: Trains by itself (False for ``auto``, which the advisor resolves to a concrete strategy first).
@@ -152,8 +165,11 @@ class Strategy:
 
     def param_groups(self, model: nn.Module, lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        head = [(n, p) for n, p in named if is_head(n)]
-        body = [(n, p) for n, p in named if not is_head(n)]
+        # The head is whatever the model calls its head (ours, a native task model's classifier and
+        # pooler, under PEFT's wrappers or not): matched by identity, not by parameter name.
+        head_ids = {id(p) for p in self.base(model).head.parameters()}
+        head = [(n, p) for n, p in named if id(p) in head_ids or is_head(n)]
+        body = [(n, p) for n, p in named if not (id(p) in head_ids or is_head(n))]
         return decay_groups(body, lr, weight_decay, "encoder") + decay_groups(head, head_lr, weight_decay, "head")
 
     def base(self, model: nn.Module) -> TransferModel:
@@ -181,6 +197,8 @@ class Strategy:
 
     @staticmethod
     def load_head(model: nn.Module, out_dir: Path) -> None:
+        if getattr(model, "pooling", None) == "native":
+            return  # a native task model was loaded with its trained head
         model.head.load_state_dict(load_file(str(Path(out_dir) / "head.safetensors")))
 
     @classmethod

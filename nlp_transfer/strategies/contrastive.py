@@ -141,6 +141,7 @@ class ContrastiveStrategy(FullStrategy):
     trains_encoder = True
     stores_encoder = True
     freezes_parameters = True
+    native_head = False  # the head trains on cached sentence vectors of the tuned encoder
     undeclared_pooling = "mean"
     #: ``lr``: the encoder's rate in the pair phase (SetFit's body_learning_rate). ``epochs``: of the
     #: head on the tuned features; 8 examples per class are one or two head steps an epoch, and 100

@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from nlp_transfer.model import TransferModel
-from nlp_transfer.strategies.base import Strategy, encoder_weight_files, is_unused_pooler, save_head
+from nlp_transfer.strategies.base import Strategy, is_unused_pooler, stored_weight_files
 
 
 class FullStrategy(Strategy):
@@ -15,6 +15,7 @@ class FullStrategy(Strategy):
     name = "full"
     defaults = {"epochs": 3, "lr": 5e-5, "head_lr": 1e-3, "patience": 2}
     step_budget = True
+    native_head = True
     stores_encoder = True
     freezes_parameters = False
 
@@ -27,14 +28,11 @@ class FullStrategy(Strategy):
         return model
 
     def save(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
-        m = self.base(model)
-        m.encoder.save_pretrained(out_dir, safe_serialization=True)
-        save_head(m, out_dir)
-        return {"weights": {"encoder": "model.safetensors", "head": "head.safetensors"}}
+        return {"weights": self.base(model).save_weights(out_dir)}
 
     @classmethod
     def weight_files(cls, out: Path) -> list[str]:
-        return ["head.safetensors"] + (encoder_weight_files(out) or ["model.safetensors"])
+        return stored_weight_files(out)
 
     @classmethod
     def push_description(cls, merged: bool) -> str:
@@ -46,4 +44,4 @@ class FullStrategy(Strategy):
 
     @classmethod
     def card_loading(cls, info: Any, ref: str, base: str, revision: str) -> tuple[str, list[str]] | None:
-        return cls.head_loading(ref, "folder", stored=True)
+        return cls.head_loading(ref, 'folder, subfolder="encoder"', stored=True)

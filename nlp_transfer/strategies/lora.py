@@ -10,8 +10,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from nlp_transfer.errors import ModelError
-from nlp_transfer.model import TransferModel
+from nlp_transfer.model import NativeTaskModel, TransferModel, get_task
 from nlp_transfer.strategies.base import Strategy, find_layers
+
+#: PEFT's task type of a native task model (adapter_config.json: what AutoPeftModelFor<Task> checks).
+PEFT_TASK_TYPES = {"AutoModelForSequenceClassification": "SEQ_CLS", "AutoModelForTokenClassification": "TOKEN_CLS"}
 
 
 class LoraStrategy(Strategy):
@@ -23,6 +26,7 @@ class LoraStrategy(Strategy):
     name = "lora"
     defaults = {"epochs": 4, "lr": 5e-4, "head_lr": 1e-3, "patience": 2}
     step_budget = True
+    native_head = True
     uses_unfreeze_top_k = True
     saved_weights = "the LoRA adapter"
     card_tags = ("peft", "lora")
@@ -58,23 +62,32 @@ class LoraStrategy(Strategy):
         if k > len(layers):
             raise ModelError("strategy.unfreeze_top_k", expected=f"at most {len(layers)}", found=str(k),
                              fix=f"pass strategy.unfreeze_top_k<={len(layers)}")
-        modules_to_save = ["head"]
+        native = isinstance(model, NativeTaskModel)
+        # Native: PEFT wraps the transformers task model itself (task_type set), so the folder is
+        # what AutoPeftModelFor<Task> loads; the head modules travel in modules_to_save.
+        modules_to_save = model.head_module_names() if native else ["head"]
+        encoder_path = model.backbone_prefix if native else "encoder"
         layers_to_transform = None
         layers_pattern = None
         if k:
             n = len(layers)
             layers_to_transform = list(range(n - k)) or None
             layers_pattern = layers_name.split(".")[-1]
-            modules_to_save += [f"encoder.{layers_name}.{i}" for i in range(n - k, n)]
+            modules_to_save += [f"{encoder_path}.{layers_name}.{i}" for i in range(n - k, n)]
+        task_type = PEFT_TASK_TYPES.get(get_task(model.task).auto_class or "") if native else None
         lcfg = LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha, lora_dropout=self.cfg.lora_dropout,
                           target_modules=targets, modules_to_save=modules_to_save,
-                          layers_to_transform=layers_to_transform,
+                          layers_to_transform=layers_to_transform, task_type=task_type,
                           layers_pattern=layers_pattern if layers_to_transform else None, bias="none")
         if k and layers_to_transform is None:
             # Every layer fully unfrozen: no LoRA layers left, plain partial fine-tuning.
             lcfg.target_modules = []
         try:
-            peft_model = get_peft_model(model, lcfg)
+            if native:
+                model.net = get_peft_model(model.net, lcfg)
+                peft_model = model
+            else:
+                peft_model = get_peft_model(model, lcfg)
         except ValueError as e:
             raise ModelError("LoRA target modules", expected=f"names of linear layers in the model: {linear_names}",
                              found=str(e).splitlines()[0][:200], fix="pass strategy.target_modules=[...]") from None
@@ -85,8 +98,15 @@ class LoraStrategy(Strategy):
         return model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[return-value]
 
     def save(self, model: nn.Module, out_dir: Path) -> dict[str, Any]:
-        model.save_pretrained(out_dir, safe_serialization=True)
-        self.base(model).encoder.config.save_pretrained(out_dir)
+        if isinstance(model, NativeTaskModel):
+            # adapter_config.json names the task type and the base (AutoPeftModelFor<Task> reads both);
+            # config.json (labels) holds no weights: AutoModelFor<Task>/pipeline on this folder refuse.
+            model.net.save_pretrained(out_dir, safe_serialization=True)
+            model.task_net.config.save_pretrained(out_dir)
+            (Path(out_dir) / "README.md").unlink(missing_ok=True)  # PEFT's stub card; ours is written at push
+        else:
+            model.save_pretrained(out_dir, safe_serialization=True)
+            self.base(model).encoder.config.save_pretrained(out_dir)
         return {"weights": {"adapter": "adapter_model.safetensors"},
                 "lora": {"r": self.cfg.lora_r, "alpha": self.cfg.lora_alpha,
                          "target_modules": self.targets, "unfreeze_top_k": self.cfg.unfreeze_top_k or 0}}
@@ -98,6 +118,10 @@ class LoraStrategy(Strategy):
         if not (Path(out) / "adapter_model.safetensors").is_file():
             raise ModelError(f"adapter in {out}", expected="adapter_model.safetensors", found="no such file",
                              fix="re-run training; pickle adapters are not loaded")
+        if isinstance(model, NativeTaskModel):
+            peft_net = PeftModel.from_pretrained(model.net, str(out))
+            model.net = peft_net.merge_and_unload() if merge else peft_net
+            return model
         peft_model = PeftModel.from_pretrained(model, str(out))
         return peft_model.merge_and_unload() if merge else peft_model
 
@@ -120,7 +144,7 @@ class LoraStrategy(Strategy):
         path = Path(stage) / "adapter_model.safetensors"
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
-        if not any(".head." in f".{k}" for k in keys):
+        if not any("lora_" not in k for k in keys):  # the head (modules_to_save) beside the LoRA matrices
             raise ModelError(f"adapter {path.name}", expected="the trained classification head saved with the "
                              "adapter (PEFT modules_to_save)", found="adapter weights only",
                              fix="re-train with this nlp_transfer version (the head is in modules_to_save)")

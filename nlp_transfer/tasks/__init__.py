@@ -36,14 +36,15 @@ register_task(TaskSpec(
     default_metrics=["accuracy", "f1", "precision", "recall", "matthews_correlation"],
     metric_for_best="accuracy", pipeline_tag="text-classification", supports_class_weights=True,
     compute_metrics=common.sequence_classification_metrics, card_words="text classification", named_labels=True,
-    probabilities=basic.softmax, exclusive_labels=True))
+    probabilities=basic.softmax, exclusive_labels=True, auto_class="AutoModelForSequenceClassification"))
 
 register_task(TaskSpec(
     name="regression", head="linear", token_level=False,
     num_outputs=lambda n: 1, loss=basic.mse, predictions=lambda z: z.squeeze(-1).float(),
     default_metrics=["pearsonr", "spearmanr"], metric_for_best="pearsonr",
     pipeline_tag="text-classification", label_dtype=torch.float32, predict=basic.predict_values,
-    card_words="text regression", problem_type="regression", card_decode=basic.decode_values))
+    card_words="text regression", problem_type="regression", card_decode=basic.decode_values,
+    auto_class="AutoModelForSequenceClassification"))
 
 register_task(TaskSpec(
     name="token_classification", head="linear", token_level=True,
@@ -51,7 +52,7 @@ register_task(TaskSpec(
     default_metrics=["seqeval"], metric_for_best="f1", pipeline_tag="token-classification",
     prepare=ner_task.prepare_ner, tokenize=ner_task.tokenize_ner, collator=ner_task.token_collator,
     compute_metrics=ner_task.ner_metrics, predict=ner_task.predict_entities, supports_class_weights=True,
-    card_words="token classification", card_decode=_decode_tokens))
+    card_words="token classification", card_decode=_decode_tokens, auto_class="AutoModelForTokenClassification"))
 
 register_task(TaskSpec(
     name="multi_label", head="linear", token_level=False,
@@ -61,7 +62,8 @@ register_task(TaskSpec(
     prepare=multilabel_task.prepare_multilabel, compute_metrics=multilabel_task.multilabel_metrics,
     predict=multilabel_task.predict_labels, finalize=multilabel_task.tune, label_dtype=torch.float32,
     card_words="multi-label text classification", card_decode=_decode_multilabel,
-    probabilities=multilabel_task.sigmoid))
+    probabilities=multilabel_task.sigmoid, problem_type="multi_label_classification",
+    auto_class="AutoModelForSequenceClassification"))
 
 __all__ = ["basic", "common", "ner_task", "multilabel_task", "register_task", "unregister_task", "get_task",
            "TaskSpec", "TASKS"]

@@ -31,7 +31,7 @@ from nlp_transfer.training import checkpoint as ckpt
 from nlp_transfer.errors import ConfigError, NLPTransferError
 from nlp_transfer.training.step import build_optimizer, clip_parameters, compiled_step_model, training_step
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
-                                load_tokenizer, resolve_model)
+                                load_tokenizer, resolve_head, resolve_model)
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
 from nlp_transfer.strategies import TuneContext, get_strategy, snapshot_trainable
 from nlp_transfer.log import NAME as LOGGER_NAME
@@ -148,8 +148,9 @@ class Engine:
             (r,) = self.runs.values()
             self.model, self.resolved, self.pooling = build_model(
                 m.name, r.entry.task, r.num_labels, m.pooling, m.head_dropout, m.revision, m.trust_remote_code,
-                strategy=cfg.strategy.name, label_names=r.label_names)
+                strategy=cfg.strategy.name, label_names=r.label_names, head=m.head)
         else:
+            resolve_head(m.head, cfg.strategy.name, "", multi_task=True)  # an explicit native is refused here
             self.resolved = resolve_model(m.name)
             encoder = load_encoder(self.resolved, m.revision, m.trust_remote_code)
             self.pooling = m.pooling if m.pooling != "auto" else \

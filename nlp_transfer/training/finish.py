@@ -81,8 +81,9 @@ def single_task_view(e: Engine, per_task: dict[str, Any], fins: dict[str, Any]) 
     meta = {"format_version": FORMAT_VERSION, "task": r.entry.task, "strategy": e.strategy.name,
             "base_model": e.base_ref, "pooling": e.pooling, "max_length": cfg.model.max_length,
             "label_names": r.label_names, "text_pair": r.has_pair,
-            "head": {"type": r.spec.head, "num_outputs": r.spec.num_outputs(r.num_labels),
-                     "dropout": cfg.model.head_dropout},
+            "head": {"type": "native", "auto_class": r.spec.auto_class, "num_outputs": r.spec.num_outputs(r.num_labels)}
+            if e.pooling == "native" else {"type": r.spec.head, "num_outputs": r.spec.num_outputs(r.num_labels),
+                                           "dropout": cfg.model.head_dropout},
             "trust_remote_code": cfg.model.trust_remote_code, **fin.get("meta", {})}
     return metrics, meta
 
@@ -124,6 +125,17 @@ def multi_task_view(e: Engine, per_task: dict[str, Any], fins: dict[str, Any]) -
     return metrics, meta
 
 
+def write_held_out_sample(rows: list[dict[str, Any]], folder: Path) -> None:
+    """``held_out.jsonl``: the first held-out rows (``TaskRun.held_rows``), columns as the task's reader
+    made them (``text``, ``text_pair``, ``label``; token tasks: their token and tag lists)."""
+    import json
+    if not rows:
+        return
+    with open(folder / "held_out.jsonl", "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
 def write_folder(e: Engine, tmp: Path, metrics: dict[str, Any], meta: dict[str, Any]) -> None:
     """Weights (as the strategy saves them), confusion matrices, tokenizer, resolved config, metadata."""
     unwrapped = e.accelerator.unwrap_model(e.trained)
@@ -141,6 +153,7 @@ def write_folder(e: Engine, tmp: Path, metrics: dict[str, Any], meta: dict[str, 
                 (sub / "confusion_matrix.png").rename(sub / f"{n}.png")
     else:
         write_artifacts(metrics.get("held_out_details", {}), tmp)  # confusion_matrix.png
+        write_held_out_sample(next(iter(e.runs.values())).held_rows, tmp)
     e.tokenizer.save_pretrained(tmp)
     (tmp / "recipe.yaml").write_text(e.plan.source.to_yaml())
     write_json(tmp / "nlp_transfer.json", meta)

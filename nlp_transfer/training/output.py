@@ -10,12 +10,13 @@ from typing import Any, Callable
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.model import DEFAULT_MODEL, embedded_model_path, format_params, weights_sha256
 
-FORMAT_VERSION = 1
+#: 2: pooled-head encoders in encoder/, native task-model folders, held_out.jsonl (1 still loads).
+FORMAT_VERSION = 2
 #: Files a run may write at the top of its output folder (stale ones are removed on overwrite).
 ARTIFACTS = {"model.safetensors", "head.safetensors", "adapter_model.safetensors", "adapter_config.json",
              "config.json", "nlp_transfer.json", "metrics.json", "recipe.yaml", "confusion_matrix.png",
              "confusion_matrices", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-             "base_model"}
+             "base_model", "held_out.jsonl", "encoder"}
 
 
 def base_reference(resolved: str, name: str) -> dict[str, Any]:

@@ -71,6 +71,8 @@ class TaskRun:
     #: Passed to the task's compute_metrics (e.g. tuned multi-label thresholds).
     extra: dict[str, Any] = field(default_factory=dict)
     gap_warned: bool = False
+    #: The first held-out rows as the reader made them (kept in the output folder as held_out.jsonl).
+    held_rows: list[dict[str, Any]] = field(default_factory=list)
     # ---- data position: pass number (seeds the shuffle), batches of this pass consumed ----
     generator: torch.Generator = field(default_factory=torch.Generator)
     pass_no: int = 0
@@ -112,6 +114,11 @@ def prepare_task_data(entry: TaskEntry) -> Any:
     return spec.prepare(entry.data) if spec.prepare else prepare_data(entry.data, entry.task)
 
 
+#: Held-out rows kept in the output folder (``held_out.jsonl``): what ``export`` checks an
+#: exported model against (argmax agreement, int8 accuracy) without the original data.
+HELD_OUT_KEEP = 2000
+
+
 def tokenize_run(r: TaskRun, tokenizer: Any, cfg: RecipeConfig, rng: np.random.Generator) -> None:
     """Tokenise the splits (the task's hook, e.g. NER word alignment, or the core), draw the seeded
     train sample, and drop the raw splits: that unmaps their Arrow files (1M rows: ~100 MB)."""
@@ -123,6 +130,8 @@ def tokenize_run(r: TaskRun, tokenizer: Any, cfg: RecipeConfig, rng: np.random.G
     r.train_tok, r.held_tok = tok(r.data.train), tok(r.data.held_out)
     r.test_tok = tok(r.data.test) if (cfg.eval.use_test and r.data.test) else None
     r.has_pair = r.data.has_pair
+    held = r.data.held_out
+    r.held_rows = held.select(range(min(HELD_OUT_KEEP, len(held)))).to_list() if held is not None else []
     r.data = dataclasses.replace(r.data, train=None, held_out=None, test=None)
     n_sample = min(cfg.eval.train_sample_size, len(r.train_tok))
     r.sample_idx = np.sort(rng.choice(len(r.train_tok), size=n_sample, replace=False)) if n_sample \
