@@ -25,6 +25,14 @@ class TrainResult(RunResult):
         from nlp_transfer.publish.hub import push_to_hub
         return push_to_hub(self.output_dir, repo_id, **kwargs)
 
+    def export(self, format: str = "onnx", out: Any = None, quantize: str | None = None, data: Any = None,
+               **options: Any) -> dict[str, Any]:
+        """Export the output folder (:func:`nlp_transfer.export.export`): ``format="onnx"`` (``quantize="int8"``
+        optional, checked on the saved held-out rows or ``data``) or ``"transformers"`` (a native-head
+        model as a plain transformers folder). Returns the report."""
+        from nlp_transfer.export import export
+        return export(self.output_dir, format, out, quantize, data, **options)
+
 
 def push_if_configured(result: TrainResult, hub_cfg: Any, is_main: bool) -> None:
     """``hub.push=true``: upload the finished output folder (main process only)."""

@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "nlp_transfer.model": 3,
     "nlp_transfer.strategies": 4, "nlp_transfer.tasks": 4,
     "nlp_transfer.training": 5,
-    "nlp_transfer.predict": 6,
+    "nlp_transfer.predict": 6, "nlp_transfer.export": 6,
     "nlp_transfer.publish": 7, "nlp_transfer.selection": 7,
     "nlp_transfer.recipe": 8, "nlp_transfer.multitask": 8, "nlp_transfer.selection.compare": 8,
     "nlp_transfer.cli": 9, "nlp_transfer": 9,

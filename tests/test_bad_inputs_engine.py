@@ -304,7 +304,7 @@ def test_multitask_recipe_config_flag_without_value(monkeypatch: pytest.MonkeyPa
 
 def test_subcommand_table_is_explicit_and_complete(capsys: pytest.CaptureFixture) -> None:
     names = list(cli.subcommands())
-    assert names == ["train", "predict", "evaluate", "push", "rank-models", "compare", "preflight"]
+    assert names == ["train", "predict", "evaluate", "export", "push", "rank-models", "compare", "preflight"]
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out

@@ -8,6 +8,7 @@ inference (one matmul per projection instead of two). Predictions go through the
 ``predict`` hook (:class:`~nlp_transfer.registry.TaskSpec`), default softmax -> label + score."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -38,7 +39,8 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, meta: dict[str, Any], path: Path) -> None:
         self.model, self.tokenizer, self.meta, self.path = model, tokenizer, meta, path
-        self.device = next(model.parameters()).device
+        # A module's parameters say where inputs go; an ONNX session (OnnxModel) names its device.
+        self.device = getattr(model, "device", None) or next(model.parameters()).device
         self.label_names = meta.get("label_names")
         self.task = meta["task"]
 
@@ -105,6 +107,66 @@ class Predictor:
                 for i, p in zip(best, probs)]
 
 
+#: ``nlp_transfer.json`` ``"format"`` of a folder written by ``nlp_transfer.export`` (format="onnx").
+ONNX_FORMAT = "onnx"
+#: What ``pip install`` adds onnxruntime and onnx for export and ONNX serving.
+ONNX_EXTRA = 'pip install "nlp_transfer[onnx]"'
+
+
+def require_onnxruntime(what: str) -> Any:
+    """The ``onnxruntime`` module, or one line naming the extra that installs it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        from nlp_transfer.errors import EnvironmentSetupError
+        raise EnvironmentSetupError(what, expected="the onnxruntime package", found="it is not installed",
+                                    fix=ONNX_EXTRA) from None
+    return onnxruntime
+
+
+class OnnxModel:
+    """An ONNX Runtime session called like the torch model: ``model(input_ids=..., attention_mask=...,
+    token_type_ids=...)["logits"]`` (torch tensors in and out, CPU), so :class:`Predictor` and the
+    task hooks that call ``predictor.model`` directly (NER spans, evaluation) run unchanged."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        ort = require_onnxruntime(f"ONNX model {path}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, **inputs: Any) -> dict[str, torch.Tensor]:
+        feed = {}
+        for name in self.input_names:
+            value = inputs.get(name)
+            if value is None and name == "token_type_ids":  # exported with them, called without
+                value = torch.zeros_like(inputs["input_ids"])
+            feed[name] = np.ascontiguousarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value,
+                                              dtype=np.int64)
+        return {"logits": torch.from_numpy(self.session.run(["logits"], feed)[0])}
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+
+def load_onnx(path: str | Path, threads: int | None = None) -> Predictor:
+    """A folder written by ``nlp_transfer.export(..., format="onnx")`` as a :class:`Predictor` served by
+    ONNX Runtime: same outputs as the torch model's predictor, length-sorted batches."""
+    from nlp_transfer.model import load_tokenizer
+    out = Path(path)
+    meta = json.loads((out / "nlp_transfer.json").read_text())
+    if meta.get("format") != ONNX_FORMAT or not (out / "model.onnx").is_file():
+        raise ModelError(f"folder {out}", expected="an ONNX export (nlp_transfer.json format 'onnx' and model.onnx)",
+                         found=f"format {meta.get('format')!r}, files {sorted(x.name for x in out.iterdir())[:8]}",
+                         fix="run nlp-transfer export OUTPUT_DIR --format onnx --out DIR")
+    model = OnnxModel(out / "model.onnx", threads)
+    return Predictor(model, load_tokenizer(str(out)), meta, out)  # type: ignore[arg-type]
+
+
 class MultiTaskPredictor:
     """Answers every task of a multi-task model, or one: ``p(texts)`` ->
     ``[{"sentiment": {...}, "question": {...}}, ...]``; ``p(texts, task="sentiment")`` -> that
@@ -143,9 +205,12 @@ def load(path_or_repo: str | Path, device: str | None = None, allow_pickle: bool
     """Load an output folder (or Hub repo id) as a predictor: ``load(dir)(["text"])``.
 
     A multi-task folder gives a predictor answering every task, or one:
-    ``load(dir)(texts, task="sentiment")``."""
-    model, tokenizer, meta, out = rebuild_model(path_or_repo, device, allow_pickle, trust_remote_code,
-                                                revision=revision)
+    ``load(dir)(texts, task="sentiment")``. A folder written by ``nlp_transfer.export(...,
+    format="onnx")`` is served by ONNX Runtime (same outputs)."""
+    folder = resolve_output(path_or_repo, revision)  # a Hub repo id: downloaded once, here
+    if json.loads((folder / "nlp_transfer.json").read_text()).get("format") == ONNX_FORMAT:
+        return load_onnx(folder)
+    model, tokenizer, meta, out = rebuild_model(folder, device, allow_pickle, trust_remote_code, revision=revision)
     if meta.get("task") == "multi_task":
         return MultiTaskPredictor(model, tokenizer, meta, out)
     return Predictor(model, tokenizer, meta, out)
