@@ -499,3 +499,23 @@ def test_hugging_face_cache_path_is_recognised(hub: LocalHub, tiny_model: Path, 
     sha = weights_sha256(str(snapshot))
     meta = {"strategy": "lora", "base_model": {"name": str(snapshot), "path": str(snapshot), "sha256": sha}}
     assert resolve_base_reference(HfApi(), meta, {}) == {"name": repo, "revision": commit, "sha256": sha}
+
+
+def test_push_with_onnx_uploads_a_checked_graph_that_serves_like_the_folder(
+        hub: LocalHub, base_id: str, outputs: dict[str, Path]) -> None:
+    """Frozen: the head + base reference as usual, plus the whole model as one ONNX graph in onnx/."""
+    from huggingface_hub import snapshot_download
+
+    repo_id = hub.new_repo_id("toy-frozen-onnx")
+    result = push_to_hub(outputs["frozen"], repo_id, base_model_id=base_id, onnx=True)
+    files = hub.files(repo_id)
+    assert COMMON | WEIGHTS[("frozen", False)] <= set(files)
+    assert {"onnx/model.onnx", "onnx/config.json", "onnx/nlp_transfer.json", "onnx/tokenizer.json"} <= set(files)
+    assert "onnx/held_out.jsonl" not in files and "held_out.jsonl" not in files  # the data stays here
+    assert set(result.files) == set(files) - {".gitattributes"}
+    assert str(outputs["frozen"].parent) not in files["onnx/nlp_transfer.json"].decode()
+    assert "## ONNX" in files["README.md"].decode()
+    served = load(Path(snapshot_download(repo_id)) / "onnx")
+    local = load(outputs["frozen"], device="cpu")
+    assert [p["label"] for p in served(TEXTS)] == [p["label"] for p in local(TEXTS)]
+    np.testing.assert_allclose(served.logits(TEXTS), local.logits(TEXTS), atol=1e-3, rtol=0)

@@ -126,7 +126,8 @@ class _Target:
 
 def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                 merge: bool = False, overwrite: bool = False, token: str | None = None,
-                commit_message: str | None = None, base_model_id: str | None = None) -> PushResult:
+                commit_message: str | None = None, base_model_id: str | None = None,
+                onnx: bool = False) -> PushResult:
     """Push a finished output folder to the Hub as ``repo_id`` and return the commit URL.
 
     Args:
@@ -141,6 +142,8 @@ def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, 
         token: a Hub token; default ``HF_TOKEN`` or the ``hf auth login`` token. Never printed or stored.
         commit_message: the commit title (default: what was pushed).
         base_model_id: the Hub id of the base model when training used a local copy of it (frozen/lora).
+        onnx: also upload the checked ONNX export (``onnx/``: model.onnx, tokenizer, config; see
+            :func:`nlp_transfer.export.onnx.export_onnx`), for any strategy.
 
     Raises:
         NLPTransferError subclasses with a one-line message, before anything is created on the Hub.
@@ -178,6 +181,8 @@ def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, 
         with tempfile.TemporaryDirectory(prefix="nlp-transfer-push-") as tmp:
             stage = Path(tmp)
             stage_output(out, stage, meta, metrics, recipe, base_ref, merged=merged, repo_id=repo_id)
+            if onnx:
+                stage_onnx(out, stage)
             _assert_no_token(stage, tok)
             files = {n: (stage / n).stat().st_size for n in staged_files(stage)}
             commit = _commit(api, target, stage, private=private,
@@ -491,6 +496,25 @@ def stage_output(out: Path, stage: Path, meta: dict[str, Any], metrics: dict[str
         verify_merged_export(out, stage, meta, base_ref)
 
 
+def stage_onnx(out: Path, stage: Path) -> None:
+    """``onnx/``: the checked ONNX export of ``out`` (fp32), its metadata without local paths, and a line
+    in the staged model card saying how to serve it."""
+    from nlp_transfer.export.onnx import export_onnx
+
+    report = export_onnx(out, stage / "onnx")
+    meta_path = stage / "onnx" / "nlp_transfer.json"
+    _write_json(meta_path, _strip_local_paths(_read_json(meta_path)))
+    (stage / "onnx" / "held_out.jsonl").unlink(missing_ok=True)  # the user's data never goes to the Hub
+    checks = report.get("checks") or {}
+    readme = stage / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8").rstrip() + "\n\n## ONNX\n\n`onnx/model.onnx` holds the "
+                      "whole model (pooling and head included; inputs from the tokenizer beside it, output `logits`), "
+                      "checked at export against the trained model" + (f" (max |Δlogit| {checks['fp32']['max_abs_logit_delta']:.1e})"
+                      if isinstance(checks.get("fp32"), dict) and "max_abs_logit_delta" in checks["fp32"] else "")
+                      + ". Serve it with onnxruntime, or `nlp_transfer.load(snapshot_download(repo) + \"/onnx\")`.\n",
+                      encoding="utf-8")
+
+
 def _write_card(stage: Path, meta: dict[str, Any], base_ref: dict[str, Any], *, merged: bool, repo_id: str) -> None:
     from nlp_transfer.publish.card import scrub_secrets, write_model_card
 
@@ -733,7 +757,7 @@ def _unreachable(endpoint: str, e: BaseException) -> EnvironmentSetupError:
 def _cmd_push(args: argparse.Namespace) -> int:
     result = push_to_hub(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
                          merge=args.merge, overwrite=args.overwrite, commit_message=args.message,
-                         base_model_id=args.base_model_id)
+                         base_model_id=args.base_model_id, onnx=args.format == "onnx")
     kind = result.strategy + (" merged" if result.merged else "")
     print(f"pushed {args.output_dir} ({kind}) to {result.repo_id}@{result.revision}: {len(result.files)} files, "
           f"{result.total_bytes / 1e6:.2f} MB in {result.seconds:.1f} s")
@@ -759,4 +783,6 @@ def add_subcommand(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
     p.add_argument("--overwrite", action="store_true", help="replace the content of an existing repo/branch")
     p.add_argument("--base-model-id", help="Hub id of the base model when training used a local copy of it")
     p.add_argument("--message", help="commit message")
+    p.add_argument("--format", choices=["default", "onnx"], default="default",
+                   help="onnx: also upload the checked ONNX export in onnx/")
     p.set_defaults(func=_cmd_push)
