@@ -245,8 +245,9 @@ def export_for_pipeline(our_dir: str | Path, dest: str | Path, eps: float = EXPO
         raise ValueError(f"{our_dir}: expected a strategy=full, pooling=cls output, found "
                          f"strategy={meta.get('strategy')} pooling={meta.get('pooling')}")
     names = meta["label_names"]
+    encoder_dir = our_dir / "encoder" if (our_dir / "encoder" / "config.json").is_file() else our_dir  # format 2 / 1
     model = BertForSequenceClassification.from_pretrained(
-        str(our_dir), num_labels=len(names), id2label=dict(enumerate(names)),
+        str(encoder_dir), num_labels=len(names), id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)})
     head = load_file(str(our_dir / "head.safetensors"))
     h = model.config.hidden_size

@@ -185,7 +185,7 @@ def test_overrides_and_render_from_dataclass(tmp_path: Path) -> None:
     assert (data.license, data.library_name) == ("mit", "transformers")
     assert {"merged", "bbc"} <= set(data.tags) and data.get("base_model_relation") == "finetune"
     assert "merged into the encoder weights" in text and "PeftModel" not in text
-    assert "AutoModel.from_pretrained(folder)" in text
+    assert 'AutoModel.from_pretrained(folder, subfolder="encoder")' in text  # a pooled head keeps it in encoder/
 
 
 def test_not_an_output_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -116,6 +116,17 @@ def test_pipeline_on_a_native_folder_gives_our_labels_and_scores(tiny_model, tas
     theirs = pipeline("text-classification", model=str(r.output_dir))(TEXTS)
     assert [t["label"] for t in theirs] == [o["label"] for o in ours]
     assert max(abs(t["score"] - o["score"]) for t, o in zip(theirs, ours)) <= 1e-4
+    # the model card leads with that pipeline, names the loader's library and the versions trained with
+    import re
+
+    import transformers
+
+    from nlp_transfer.publish.card import ModelCardInfo, render_model_card
+    card = render_model_card(ModelCardInfo.from_output_dir(r.output_dir, repo_id="alice/toy"))
+    first = re.findall(r"```python\n(.*?)```", card, re.S)[0]
+    assert 'pipeline("text-classification", model="alice/toy")' in first and len(first.strip().splitlines()) == 4
+    assert "library_name: transformers" in card
+    assert f"- transformers {transformers.__version__}" in card.split("## Framework versions")[1]
 
 
 def test_head_auto_is_native_for_fine_tuning_and_pooled_for_features(tiny_model, task_data, tmp_path):
@@ -128,6 +139,21 @@ def test_head_auto_is_native_for_fine_tuning_and_pooled_for_features(tiny_model,
     assert "model.safetensors" not in files  # nothing at the top that AutoModelFor<Task> would take
     texts = ["goal match", "bank money"]
     assert load(pooled.output_dir)(texts) == load(pooled.output_dir)(texts)
+
+
+def test_head_auto_keeps_the_pooling_a_sentence_transformers_checkpoint_declares(tiny_model, task_data, tmp_path):
+    """A checkpoint that declares mean pooling (1_Pooling/config.json, like all-MiniLM-L6-v2) keeps it:
+    pooled measured +1.0 pt on SST-2 (full); model.head=native still gives the native folder."""
+    import json
+    import shutil
+    st = tmp_path / "st_model"
+    shutil.copytree(tiny_model, st)
+    (st / "1_Pooling").mkdir()
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    auto = _train(st, task_data, "sequence_classification", "full", tmp_path / "auto")
+    assert auto.metrics["pooling"] == "mean" and (auto.output_dir / "encoder").is_dir()
+    native = _train(st, task_data, "sequence_classification", "full", tmp_path / "native", head="native")
+    assert native.metrics["pooling"] == "native" and (native.output_dir / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("settings,found", [

@@ -104,6 +104,8 @@ class ModelCardInfo:
     native: bool = False
     #: Tuned per-label decision thresholds of a multi-label model.
     thresholds: Any = None
+    #: Library versions the model was trained with (``nlp_transfer.json`` ``versions``).
+    versions: dict[str, str] = field(default_factory=dict)
     extra_tags: list[str] = field(default_factory=list)
     merged: bool = False
     plain_loading: str | None = None
@@ -190,6 +192,7 @@ class ModelCardInfo:
             head_outputs=head.get("num_outputs"),
             native=head.get("type") == "native",
             thresholds=meta.get("thresholds"),
+            versions=dict(meta.get("versions") or {}),
             head_dropout=head.get("dropout"),
             hidden_size=config.get("hidden_size") or config.get("dim") or config.get("d_model"),
             nlp_transfer_version=version,
@@ -269,6 +272,7 @@ def render_model_card(info: ModelCardInfo, plot_name: str | None = PLOT_NAME) ->
         "best_epoch_section": _best_epoch_section(info),
         "usage_section": _usage_section(info),
         "limitations_section": _limitations_section(info),
+        "versions_section": _versions_section(info),
         "footer": _footer(info),
     }
     text = Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
@@ -610,6 +614,14 @@ def _limitations_section(info: ModelCardInfo) -> str:
                  f"({_display_name(info.base_model)}) and of the training data; check it on your own data before "
                  "relying on it.")
     return "\n".join(f"- {i}" for i in items)
+
+
+def _versions_section(info: ModelCardInfo) -> str:
+    """What the model was trained with (recorded at training time; folders from before that record
+    say so)."""
+    if not info.versions:
+        return "- not recorded (trained before nlp_transfer recorded versions)"
+    return "\n".join(f"- {name} {version}" for name, version in info.versions.items())
 
 
 def _footer(info: ModelCardInfo) -> str:

@@ -11,7 +11,7 @@ from nlp_transfer.config.objects import is_in_memory
 from nlp_transfer.strategies import restore_trainable, write_json
 from nlp_transfer.tasks.common import write_artifacts
 from nlp_transfer.training.evaluate import evaluate
-from nlp_transfer.training.output import FORMAT_VERSION, format_table, write_atomically
+from nlp_transfer.training.output import FORMAT_VERSION, format_table, library_versions, write_atomically
 from nlp_transfer.training.result import RunResult
 from nlp_transfer.training.runs import TaskRun
 
@@ -84,7 +84,7 @@ def single_task_view(e: Engine, per_task: dict[str, Any], fins: dict[str, Any]) 
             "head": {"type": "native", "auto_class": r.spec.auto_class, "num_outputs": r.spec.num_outputs(r.num_labels)}
             if e.pooling == "native" else {"type": r.spec.head, "num_outputs": r.spec.num_outputs(r.num_labels),
                                            "dropout": cfg.model.head_dropout},
-            "trust_remote_code": cfg.model.trust_remote_code, **fin.get("meta", {})}
+            "trust_remote_code": cfg.model.trust_remote_code, "versions": library_versions(), **fin.get("meta", {})}
     return metrics, meta
 
 
@@ -121,7 +121,7 @@ def multi_task_view(e: Engine, per_task: dict[str, Any], fins: dict[str, Any]) -
             "head": {"type": "multi", "dropout": cfg.model.head_dropout,
                      "heads": {n: {"type": runs[n].spec.head, "num_outputs": tasks_meta[n]["num_outputs"]}
                                for n in runs}},
-            "trust_remote_code": cfg.model.trust_remote_code}
+            "trust_remote_code": cfg.model.trust_remote_code, "versions": library_versions()}
     return metrics, meta
 
 

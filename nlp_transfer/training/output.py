@@ -19,6 +19,18 @@ ARTIFACTS = {"model.safetensors", "head.safetensors", "adapter_model.safetensors
              "base_model", "held_out.jsonl", "encoder"}
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a trained model depends on (nlp_transfer.json ``versions``; the model card)."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in ("nlp_transfer", "transformers", "torch", "peft", "accelerate", "datasets", "tokenizers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def base_reference(resolved: str, name: str) -> dict[str, Any]:
     """How an output folder points back at the encoder it was trained from."""
     ref: dict[str, Any] = {"name": name, "path": resolved}
