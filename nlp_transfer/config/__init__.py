@@ -140,7 +140,8 @@ class ModelConfig:
     #: "native": the architecture's own task model (``AutoModelForSequenceClassification`` ...: what
     #: Trainer trains and ``pipeline()`` loads); "pooled": ``pooling`` + nlp_transfer's linear head
     #: (sentence vectors; what ``frozen``/``contrastive`` use); "auto": native where the strategy
-    #: fine-tunes a single task, pooled elsewhere.
+    #: fine-tunes a single task, unless the checkpoint declares a sentence pooling (sentence-transformers:
+    #: measured +1.0 pt pooled on SST-2) or model.pooling is set; pooled elsewhere.
     head: str = "auto"
     #: Off by default: code from a model repo only runs when you ask for it.
     trust_remote_code: bool = False
