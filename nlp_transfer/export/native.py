@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from nlp_transfer.errors import ModelError
+from nlp_transfer.errors import ModelError, NLPTransferError
+from nlp_transfer.export.onnx import check_rows
 from nlp_transfer.predict.rebuild import rebuild_model, resolve_output
 from nlp_transfer.registry import TASKS
 
@@ -37,17 +38,14 @@ def check_native(meta: dict[str, Any], where: Path) -> None:
                          fix="export --format onnx (pooling and head inside the graph), or retrain with model.head=native")
 
 
-def probe_texts(out: Path, n: int = 64) -> tuple[list[str], list[str] | None]:
-    """The first ``n`` held-out texts saved with the run (``held_out.jsonl``), else fixed probes."""
-    rows = []
-    path = out / "held_out.jsonl"
-    if path.is_file():
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                rows.append(json.loads(line))
-                if len(rows) >= n:
-                    break
-    rows = [r for r in rows if isinstance(r.get("text"), str)]
+def probe_texts(src: Path, meta: dict[str, Any], n: int = 64) -> tuple[list[str], list[str] | None]:
+    """The first ``n`` texts of the rows the ONNX export is checked on (the run's ``held_out.jsonl``,
+    else its recipe's held-out split), else fixed probes (e.g. token tasks, whose rows are word lists)."""
+    try:
+        rows, _ = check_rows(src, meta, None)
+    except NLPTransferError:
+        rows = []
+    rows = [r for r in rows[:n] if isinstance(r.get("text"), str)]
     if not rows:
         return list(PROBE_TEXTS), None
     pairs = [r["text_pair"] for r in rows] if all(isinstance(r.get("text_pair"), str) for r in rows) else None
@@ -77,7 +75,7 @@ def export_native(output_dir: str | Path, out: str | Path) -> dict[str, Any]:
         (tmp / "nlp_transfer.json").write_text(json.dumps(exported_meta, indent=2, default=str) + "\n", encoding="utf-8")
         auto = getattr(transformers, TASKS[meta["task"]].auto_class)
         reloaded = auto.from_pretrained(str(tmp)).eval()
-        texts, pairs = probe_texts(src)
+        texts, pairs = probe_texts(src, meta)
         enc = tokenizer(texts, pairs, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
         enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         with torch.inference_mode():

@@ -504,7 +504,6 @@ def stage_onnx(out: Path, stage: Path) -> None:
     report = export_onnx(out, stage / "onnx")
     meta_path = stage / "onnx" / "nlp_transfer.json"
     _write_json(meta_path, _strip_local_paths(_read_json(meta_path)))
-    (stage / "onnx" / "held_out.jsonl").unlink(missing_ok=True)  # the user's data never goes to the Hub
     checks = report.get("checks") or {}
     readme = stage / "README.md"
     readme.write_text(readme.read_text(encoding="utf-8").rstrip() + "\n\n## ONNX\n\n`onnx/model.onnx` holds the "
