@@ -1,5 +1,6 @@
-"""Inference on 10,000 SST-2 sentences: our torch predictor vs ONNX fp32 vs ONNX int8 (batch 32), same
-run, same fine-tuned model; samples/s and SST-2 dev accuracy of each, plus agreement with torch.
+"""Inference on 10,000 SST-2 sentences: pipeline() (batch 32) vs our torch predictor vs ONNX fp32 vs ONNX
+int8 (ours at their default batch), same run, same fine-tuned model; samples/s (median of ``--repeats``
+timed passes) and SST-2 dev accuracy of each, plus agreement with torch.
 
     python benchmarks/onnx_inference.py                       # trains `full` on MiniLM (4,000 sentences, 1 epoch)
     python benchmarks/onnx_inference.py --model-dir OUTPUT    # an existing output folder instead
@@ -8,8 +9,8 @@ run, same fine-tuned model; samples/s and SST-2 dev accuracy of each, plus agree
 Texts: the first 10,000 rows of ``<shared>/data/sst2/train.tsv``; accuracy on ``dev.tsv`` (872).
 The ``pipeline`` column is filled only with ``--native-dir`` (a folder written by ``nlp-transfer
 export OUTPUT --format transformers``), "n/a" otherwise. Skips cleanly (exit 0) without SST-2.
-Results: ``benchmarks/results/onnx_inference.{json,md}``. Each side is timed once after one warm-up
-batch (imports and session creation not timed; load time recorded apart); the 1-minute load
+Results: ``benchmarks/results/onnx_inference.{json,md}``. Each side is timed ``--repeats`` times after
+one warm-up batch (imports and session creation not timed; load time recorded apart); the 1-minute load
 average before each side is recorded, since a busy shared machine skews every figure.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -68,21 +70,25 @@ def label_id(label: Any, names: Sequence[str]) -> int:
 
 
 def time_side(name: str, make: Callable[[], Callable[[list[str]], list[str]]], texts: list[str],
-              dev: common.Split, names: Sequence[str]) -> dict[str, Any]:
-    """Load (timed apart), warm up one batch, then predict ``texts`` once (timed) and the dev set."""
+              dev: common.Split, names: Sequence[str], repeats: int) -> dict[str, Any]:
+    """Load (timed apart), warm up one batch, then predict ``texts`` ``repeats`` times (timed; the
+    median counts) and the dev set once."""
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     predict = make()
     load_s = time.perf_counter() - t0
     predict(texts[:BATCH_SIZE])
-    t1 = time.perf_counter()
-    labels = predict(texts)
-    wall = time.perf_counter() - t1
+    walls = []
+    for _ in range(repeats):
+        t1 = time.perf_counter()
+        labels = predict(texts)
+        walls.append(time.perf_counter() - t1)
+    wall = statistics.median(walls)
     dev_pred = predict(dev.texts)
     acc = sum(label_id(p, names) == y for p, y in zip(dev_pred, dev.labels)) / len(dev)
     print(f"  {name:12s} {len(texts) / wall:8.1f} samples/s  dev accuracy {acc:.4f}  (load avg {load0:.2f})",
           flush=True)
-    return {"samples_per_s": len(texts) / wall, "wall_s": wall, "load_s": load_s, "dev_accuracy": acc,
+    return {"samples_per_s": len(texts) / wall, "wall_s": wall, "walls_s": [round(w, 2) for w in walls], "load_s": load_s, "dev_accuracy": acc,
             "loadavg_1m": round(load0, 2), "predictions": [label_id(p, names) for p in labels]}
 
 
@@ -90,7 +96,7 @@ def ours(folder: Path) -> Callable[[], Callable[[list[str]], list[str]]]:
     def make() -> Callable[[list[str]], list[str]]:
         from nlp_transfer import load
         p = load(str(folder))
-        return lambda xs: [r["label"] for r in p(xs, batch_size=BATCH_SIZE)]
+        return lambda xs: [r["label"] for r in p(xs)]  # its default batch (PREDICT_BATCH_SIZE)
     return make
 
 
@@ -107,7 +113,8 @@ def pipeline_side(folder: Path, max_length: int) -> Callable[[], Callable[[list[
 
 def write_markdown(path: Path, res: dict[str, Any]) -> None:
     s = res["settings"]
-    lines = [f"# ONNX inference: {s['n']:,} SST-2 sentences, batch {s['batch_size']}, max_length {s['max_length']}",
+    lines = [f"# ONNX inference: {s['n']:,} SST-2 sentences, max_length {s['max_length']}, batch {s['batch_size']['pipeline']} "
+             f"for pipeline() and {s['batch_size']['ours']} for ours (its default; batches in token-count order)",
              "", f"Model: `{s['model_dir']}` (strategy {s['strategy']}, base {s['base_model']}). "
              f"Machine: {res['machine'].get('processor')}, {res['machine'].get('cpu_count')} cores, "
              f"load average at start {res['machine'].get('loadavg_1_5_15')}.", "",
@@ -119,6 +126,7 @@ def write_markdown(path: Path, res: dict[str, Any]) -> None:
         return "n/a" if v is None else format(v, fmt)
     lines.append("| samples/s | " + " | ".join(cell(x, "samples_per_s", ".1f") for x in sides) + " |")
     lines.append("| speed-up vs torch | " + " | ".join(cell(x, "speedup_vs_torch", ".2f") for x in sides) + " |")
+    lines.append("| speed-up vs pipeline | " + " | ".join(cell(x, "speedup_vs_pipeline", ".2f") for x in sides) + " |")
     lines.append("| dev accuracy | " + " | ".join(cell(x, "dev_accuracy", ".4f") for x in sides) + " |")
     lines.append(f"| same label as torch ({s['n']:,} texts) | " + " | ".join(cell(x, "agreement_with_torch", ".4f")
                                                              for x in sides) + " |")
@@ -141,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=N_TEXTS)
     ap.add_argument("--train-size", type=int, default=TRAIN_SAMPLE)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per side (median reported)")
     ap.add_argument("--work", default=str(ROOT / "outputs" / "bench_onnx"))
     ap.add_argument("--results", default=str(RESULTS), help="folder for onnx_inference.{json,md}")
     args = ap.parse_args(argv)
@@ -176,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  exported {q or 'fp32'} in {rep['export_s']:.1f} s: {rep['bytes'] / 1e6:.1f} MB, "
               f"checks {json.dumps(rep['checks'])}", flush=True)
     sides: dict[str, dict[str, Any]] = {
-        "torch": time_side("torch", ours(model_dir), texts, dev, names),
-        "onnx_fp32": time_side("onnx fp32", ours(work / "onnx_fp32"), texts, dev, names),
-        "onnx_int8": time_side("onnx int8", ours(work / "onnx_int8"), texts, dev, names),
+        "torch": time_side("torch", ours(model_dir), texts, dev, names, args.repeats),
+        "onnx_fp32": time_side("onnx fp32", ours(work / "onnx_fp32"), texts, dev, names, args.repeats),
+        "onnx_int8": time_side("onnx int8", ours(work / "onnx_int8"), texts, dev, names, args.repeats),
     }
     native_dir = Path(args.native_dir) if args.native_dir else None
     if native_dir is None and (meta.get("head") or {}).get("type") == "native":  # what an informed user runs
@@ -186,16 +195,20 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(native_dir, ignore_errors=True)
         export(model_dir, "transformers", native_dir)
     if native_dir is not None:
-        sides["pipeline"] = time_side("pipeline", pipeline_side(native_dir, meta["max_length"]), texts, dev, names)
+        sides["pipeline"] = time_side("pipeline", pipeline_side(native_dir, meta["max_length"]), texts, dev, names,
+                                      args.repeats)
     ref = sides["torch"]["predictions"]
     for side in sides.values():
         side["agreement_with_torch"] = sum(a == b for a, b in zip(side["predictions"], ref)) / len(ref)
         side["speedup_vs_torch"] = side["samples_per_s"] / sides["torch"]["samples_per_s"]
+        if "pipeline" in sides:
+            side["speedup_vs_pipeline"] = side["samples_per_s"] / sides["pipeline"]["samples_per_s"]
     for side in sides.values():
         side.pop("predictions")
     sides["onnx_fp32"]["model_mb"] = exports["fp32"]["bytes"] / 1e6
     sides["onnx_int8"]["model_mb"] = exports["int8"]["bytes"] / 1e6
-    res = {"settings": {"n": len(texts), "batch_size": BATCH_SIZE, "max_length": meta["max_length"],
+    from nlp_transfer.predict import PREDICT_BATCH_SIZE
+    res = {"settings": {"n": len(texts), "batch_size": {"pipeline": BATCH_SIZE, "ours": PREDICT_BATCH_SIZE}, "max_length": meta["max_length"],
                         "model_dir": str(model_dir), "strategy": meta["strategy"],
                         "base_model": meta["base_model"].get("name"), "train_s": train_s,
                         "pipeline": str(native_dir) if native_dir else "n/a (a pooled head: pass --native-dir)"},

@@ -204,6 +204,7 @@ def test_int8_via_cli_is_smaller_and_passes_its_check_on_saved_held_out_rows(
     rows = [{"text": r["text"], "label": ["finance", "sport", "tech"].index(r["label"])} for r in make_rows(300, 7)]
     (src / "held_out.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     dst = tmp_path / "int8"
+    capsys.readouterr()  # the module's training printout, when this test runs first
     assert main(["export", str(src), "--format", "onnx", "--quantize", "int8", "--out", str(dst)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["quantized"] == "int8" and report["out"] == str(dst.resolve())
@@ -216,6 +217,23 @@ def test_int8_via_cli_is_smaller_and_passes_its_check_on_saved_held_out_rows(
     assert checks["tolerance"]["int8_max_drop_pt"] == onnx_export.INT8_MAX_DROP_PT
     labels = [p["label"] for p in load(dst)(TEXTS)]
     assert sum(a == b["label"] for a, b in zip(labels, load(src)(TEXTS))) >= len(TEXTS) - 1
+    # activations are quantized per batch: the check ran the batches serving forms, so its score is
+    # exactly the served model's accuracy on those rows
+    served = [p["label"] for p in load(dst)([r["text"] for r in rows])]
+    names = ["finance", "sport", "tech"]
+    assert checks["int8"]["score"] == pytest.approx(
+        100 * np.mean([names.index(p) == r["label"] for p, r in zip(served, rows)]), abs=1e-3)
+    # MatMul weights int8 per output channel; the embedding tables stay fp32
+    import onnx
+    graph = onnx.load(str(dst / "model.onnx")).graph
+    assert {n.op_type for n in graph.node} >= {"MatMulInteger", "DynamicQuantizeLinear"}
+    weights = {t.name: t for t in graph.initializer}
+    assert all(weights[n.input[0]].data_type == onnx.TensorProto.FLOAT for n in graph.node
+               if n.op_type == "Gather" and n.input[0] in weights and len(weights[n.input[0]].dims) == 2)
+    quantized = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
+    scales = [weights[w.removesuffix("_quantized") + "_scale"] for w in quantized]
+    assert scales and all(len(t.dims) == 1 and t.dims[0] > 1 for t in scales)  # one scale per channel
+    assert report["quantization"] == {"weights": "QInt8", **onnx_export.INT8_OPTIONS}
 
 
 REAL_QUANTIZE = onnx_export.quantize_int8

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,3 +206,26 @@ def test_a_format_1_folder_still_loads(tiny_model, task_data, tmp_path):
     meta = json.loads((old / "nlp_transfer.json").read_text())
     (old / "nlp_transfer.json").write_text(json.dumps({**meta, "format_version": 1}))
     assert load(old)(TEXTS) == load(r.output_dir)(TEXTS)
+
+
+@pytest.mark.parametrize("task", ["sequence_classification", "pair"])
+def test_predictor_batches_by_token_count_and_returns_input_order(tiny_model, task_data, tmp_path, monkeypatch, task):
+    """Batches are formed in token-count order (character counts mislead: one long word can be one
+    token), across sort windows, and outputs come back in input order, equal to one text at a time."""
+    r = _train(tiny_model, task_data, task, "full", tmp_path / "out")
+    pred = load(r.output_dir)
+    texts = ["x" * 60, "goal match team win", "a", "rain sun wind cloud storm snow", "team", "cloud " * 9] * 3
+    pairs = list(reversed(texts)) if task == "pair" else None
+    one_by_one = np.stack([pred.logits([t], [p] if pairs else None, batch_size=1)[0]
+                           for t, p in zip(texts, pairs or texts)])
+    seen: list[torch.Tensor] = []
+    model = pred.model
+    pred.model = lambda **inputs: seen.append(inputs["attention_mask"]) or model(**inputs)
+    monkeypatch.setattr(type(pred), "SORT_WINDOW", 8)
+    z = pred.logits(texts, pairs, batch_size=3)
+    assert np.abs(z - one_by_one).max() <= 1e-5
+    assert sum(len(m) for m in seen) == len(texts) and len(seen) == 3 + 3 + 1  # windows of 8, 8, 2
+    lengths = [m.sum(-1).tolist() for m in seen]
+    for window in (lengths[:3], lengths[3:6]):  # inside a window: longest first, no batch mixes far lengths
+        flat = [n for batch in window for n in batch]
+        assert flat == sorted(flat, reverse=True)

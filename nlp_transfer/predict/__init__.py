@@ -34,6 +34,10 @@ def load_model(path_or_repo: str | Path, device: str | torch.device | None = Non
     return rebuild_model(path_or_repo, device, allow_pickle, trust_remote_code, revision=revision)
 
 
+#: Texts per forward pass when predicting (also the batches an ONNX export is checked on).
+PREDICT_BATCH_SIZE = 64
+
+
 class Predictor:
     """Callable that turns texts into predictions with the saved label names."""
 
@@ -44,21 +48,31 @@ class Predictor:
         self.label_names = meta.get("label_names")
         self.task = meta["task"]
 
+    #: Texts tokenized and sorted together: bounds the memory of a long input list while a window
+    #: this size still sorts well (SST-2, batch 32: 97.6% real tokens, vs 73% sorting by characters).
+    SORT_WINDOW = 8192
+
     @torch.inference_mode()
-    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        """Raw head outputs in input order (batches formed in length order: little padding)."""
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+    def logits(self, texts: list[str], text_pairs: list[str] | None = None,
+               batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Raw head outputs in input order. Texts are tokenized once per window and batched in
+        token-count order, so a batch carries almost no padding (measured on SST-2 with batch 32:
+        +30-38% samples/s over sorting by characters, fp32 and int8 ONNX alike)."""
         out: np.ndarray | None = None
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], [text_pairs[i] for i in idx] if text_pairs else None,
-                                 truncation=True, max_length=self.meta["max_length"], padding=True, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items()
-                   if k in ("input_ids", "attention_mask", "token_type_ids")}
-            z = self.model(**enc)["logits"].float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(texts),) + z.shape[1:], dtype=np.float32)
-            out[idx] = z
+        for lo in range(0, len(texts), self.SORT_WINDOW):
+            hi = min(len(texts), lo + self.SORT_WINDOW)
+            enc = self.tokenizer(texts[lo:hi], text_pairs[lo:hi] if text_pairs else None, truncation=True,
+                                 max_length=self.meta["max_length"])
+            order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc}, return_tensors="pt")
+                z = self.model(**{k: v.to(self.device) for k, v in batch.items()
+                                  if k in ("input_ids", "attention_mask", "token_type_ids")})["logits"]
+                z = z.float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(texts),) + z.shape[1:], dtype=np.float32)
+                out[lo + idx] = z
         return out if out is not None else np.empty((0,), dtype=np.float32)
 
     def _inputs(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None
@@ -72,7 +86,7 @@ class Predictor:
         return texts, text_pairs
 
     def predict_proba(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None = None,
-                      batch_size: int = 64) -> np.ndarray:
+                      batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
         """Label probabilities, one row per text, columns in ``label_names`` order (softmax for
         single-label classification, per-label sigmoid for multi-label), as scikit-learn's."""
         spec = TASKS.get(self.task)
@@ -83,7 +97,7 @@ class Predictor:
         return np.asarray(spec.probabilities(self.logits(texts, text_pairs, batch_size)), dtype=np.float32)
 
     def __call__(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None = None,
-                 batch_size: int = 64, top_k: int | None = None) -> list[Any]:
+                 batch_size: int = PREDICT_BATCH_SIZE, top_k: int | None = None) -> list[Any]:
         """Predictions per text; ``top_k=k`` (single-label classification): the k most likely labels
         per text, best first, each ``{"label", "score"}`` (as ``pipeline(..., top_k=k)``)."""
         texts, text_pairs = self._inputs(texts, text_pairs)
@@ -179,7 +193,7 @@ class MultiTaskPredictor:
                            for n, t in meta["tasks"].items()}
 
     def __call__(self, texts: str | Iterable[str], text_pairs: str | Iterable[str] | None = None,
-                 batch_size: int = 64, *, task: str | None = None) -> list[dict[str, Any]]:
+                 batch_size: int = PREDICT_BATCH_SIZE, *, task: str | None = None) -> list[dict[str, Any]]:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if task is not None:
             if task not in self.predictors:
