@@ -42,8 +42,8 @@ def push_if_configured(result: TrainResult, hub_cfg: Any, is_main: bool) -> None
 
 
 def is_main_process() -> bool:
-    from accelerate import PartialState
-    return PartialState().is_main_process
+    from nlp_transfer.model.features import process_state
+    return process_state().is_main_process
 
 
 def train(cfg: RecipeConfig, callbacks: Any = None, compute_metrics: Any = None) -> TrainResult:

@@ -60,3 +60,51 @@ def test_two_processes_match_one(tiny_model, tmp_path, strategy):
         assert rec2["held_out"]["loss"] == pytest.approx(rec1["held_out"]["loss"], rel=5e-2)
     # only the main process wrote outputs (one complete folder, no stray temp dirs)
     assert not [p for p in (tmp_path / "two").iterdir() if p.name.startswith(".partial")]
+
+
+def _torchrun() -> str:
+    return shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+
+
+def test_sharded_extraction_matches_one_process_and_encodes_every_row_once(tiny_model, tmp_path):
+    """Sentence features, token features, rank-models layer features and the strategy=auto probe:
+    on 2 processes each row is encoded by exactly one process, every process ends with the whole
+    split, bitwise equal to 1 process; the cache the 2-process run writes is what 1 process reads."""
+    import numpy as np
+    env, script, cache = _env(tmp_path), str(Path(__file__).parent / "dist_extract.py"), tmp_path / "feature_cache"
+    two = subprocess.run([_torchrun(), "--nproc_per_node", "2", "--master_port", str(30500 + os.getpid() % 1000),
+                          script, str(tiny_model), str(tmp_path / "two"), str(cache)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, script, str(tiny_model), str(tmp_path / "one"), str(cache)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ref = np.load(tmp_path / "one" / "rank0.npz")
+    done = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [d["world"] for d in done] == [2, 2]
+    for r in (0, 1):
+        got = np.load(tmp_path / "two" / f"rank{r}.npz")
+        for k in ("sentence", "sentence_cached", "tokens", "token_offsets", "tokens_cached", "rank_last", "rank_mean",
+                  "auto_probe"):
+            assert np.array_equal(got[k], ref[k]), (r, k)
+        assert not got["sentence_cached_hit"] and not got["tokens_cached_hit"]  # computed (sharded), then cached
+    assert ref["sentence_cached_hit"] and ref["tokens_cached_hit"]  # 1 process read the 2-process entries
+    single = json.loads((tmp_path / "one" / "rank0.json").read_text())["encoded"]
+    for stage in ("sentence", "sentence_cached", "tokens", "tokens_cached", "rank", "auto"):
+        parts = [d["encoded"].get(stage, []) for d in done]
+        assert sorted(parts[0] + parts[1]) == sorted(single.get(stage) or parts[0] + parts[1]), stage
+        assert not set(parts[0]) & set(parts[1]), stage  # no row encoded twice
+    assert all(done[r]["encoded"]["sentence"] for r in (0, 1))  # both processes did share the work
+    assert "sentence_cached" not in single and "tokens_cached" not in single
+
+
+def test_rank_models_on_two_processes_reports_once(tiny_model, blind_model, toy_csv, tmp_path):
+    out = tmp_path / "rank.json"
+    two = subprocess.run([_torchrun(), "--nproc_per_node", "2", "--master_port", str(31500 + os.getpid() % 1000),
+                          "-m", "nlp_transfer.cli", "rank-models", "--data", str(toy_csv), "--models", str(tiny_model),
+                          str(blind_model), "--sample", "100", "--max-length", "32", "--out", str(out)],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("recommendation: ") == 1
+    ranked = json.loads(out.read_text())
+    assert ranked["rows"][0]["model"].endswith(tiny_model.name)  # the informative model first, as on 1 process

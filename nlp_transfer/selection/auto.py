@@ -135,7 +135,7 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
     from transformers import AutoTokenizer
 
     from nlp_transfer.data import prepare_data, tokenize
-    from nlp_transfer.model.features import cached_features, default_cache_dir
+    from nlp_transfer.model.features import cached_features, default_cache_dir, process_state
     from nlp_transfer.model import build_model, count_params, weights_sha256
     from nlp_transfer.selection.rank import stratified_indices
     from nlp_transfer.selection.transferability import linear_probe
@@ -171,7 +171,8 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
     tokenizer = AutoTokenizer.from_pretrained(resolved, revision=cfg.model.revision,
                                               trust_remote_code=cfg.model.trust_remote_code)
     dev = device_info()
-    device = torch.device("cuda" if dev["device"] == "cuda" else "mps" if dev["device"] == "mps" else "cpu")
+    state = process_state()  # on N processes the probe's features are extracted in shards
+    device = state.device if dev["device"] == "cuda" else torch.device("mps" if dev["device"] == "mps" else "cpu")
     idx = stratified_indices(None if regression else y_all, n_train, probe_sample, cfg.data.seed)
     sample = data.train if len(idx) == n_train else data.train.select(idx)
     y = y_all[idx]
@@ -249,6 +250,12 @@ def resolve_auto(cfg: RecipeConfig, time_budget_s: float | None = None, threshol
     if thresholds is None:
         thresholds = getattr(cfg.strategy, "auto_thresholds", None)
     signals, meas = measure_signals(cfg, probe_sample=probe_sample, time_budget_s=budget, data=data)
+    from nlp_transfer.model.features import process_state
+    if process_state().num_processes > 1:  # timings differ per process: all follow the main's measurements
+        from accelerate.utils import broadcast_object_list
+        box = [(signals, meas)]
+        broadcast_object_list(box, from_process=0)
+        signals, meas = box[0]
     base = decide_strategy(signals, thresholds)
     decision = AutoDecision(**{k: getattr(base, k) for k in base.__dataclass_fields__}, measurements=meas)
     new = copy.deepcopy(cfg)

@@ -111,30 +111,35 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
 @torch.inference_mode()
 def _extract(encoder: torch.nn.Module, ds: Any, collate: Any, batch_size: int, device: torch.device,
              pooling: str, layers: Sequence[str]) -> dict[str, np.ndarray]:
-    """One encoder pass over ``ds`` (length-sorted batches), every aggregation at once."""
-    from nlp_transfer.data import MODEL_INPUTS, column_numpy
-    from nlp_transfer.model.features import batch_rows
+    """One encoder pass over ``ds`` (length-sorted batches, sharded over the processes as
+    :func:`nlp_transfer.model.features.extract_features` does), every aggregation at once."""
+    from nlp_transfer.data import MODEL_INPUTS
+    from nlp_transfer.model.features import batch_rows, length_batches, sharded_map
     from nlp_transfer.model import pool
 
     encoder.eval()
-    lengths = column_numpy(ds, "length") if "length" in ds.column_names else np.zeros(len(ds))
-    order = np.argsort(-lengths, kind="stable")
+    batches = length_batches(ds, batch_size)
     dim = encoder.config.hidden_size
     out = {agg: np.empty((len(ds), dim), dtype=np.float32) for agg in layers}
     keep = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in ds.column_names]
     view = ds.select_columns(keep)
     want_all = "mean" in layers
-    for start in range(0, len(ds), batch_size):
-        idx = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(batch_rows(view, idx)).items() if k in MODEL_INPUTS}
+
+    def encode(b: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        batch = {k: v.to(device) for k, v in collate(batch_rows(view, batches[b])).items() if k in MODEL_INPUTS}
         res = encoder(**batch, output_hidden_states=want_all)
         mask = batch["attention_mask"]
+        rows = {}
         if "last" in layers:
-            out["last"][idx] = pool(res.last_hidden_state, mask, pooling).float().cpu().numpy()
+            rows["last"] = pool(res.last_hidden_state, mask, pooling).float().cpu().numpy()
         if want_all:
             states = res.hidden_states[1:] if len(res.hidden_states) > 1 else res.hidden_states
-            mean = torch.stack([pool(h, mask, pooling) for h in states]).mean(0)
-            out["mean"][idx] = mean.float().cpu().numpy()
+            rows["mean"] = torch.stack([pool(h, mask, pooling) for h in states]).mean(0).float().cpu().numpy()
+        return batches[b], rows
+
+    for idx, rows in sharded_map(len(batches), encode):
+        for agg, arr in rows.items():
+            out[agg][idx] = arr
     return out
 
 
@@ -150,7 +155,7 @@ def extract_layer_features(model_name: str, ds: Any, layers: Sequence[str], max_
     from transformers import AutoTokenizer
 
     from nlp_transfer.data import tokenize
-    from nlp_transfer.model.features import token_fingerprint
+    from nlp_transfer.model.features import all_processes_agree, process_state, token_fingerprint
     from nlp_transfer.model import build_model, count_params, weights_sha256
     from nlp_transfer.training.evaluate import default_collator
 
@@ -184,15 +189,17 @@ def extract_layer_features(model_name: str, ds: Any, layers: Sequence[str], max_
             except (ValueError, OSError):
                 pass
         cached[agg] = False
-    missing = [agg for agg in layers if not cached[agg]]
+    state = process_state()
+    missing = [agg for agg in layers if not all_processes_agree(cached[agg], state)]
     if missing:
-        dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = device or state.device
         encoder.to(dev)
         new = _extract(encoder, tok, default_collator(tokenizer), batch_size, dev, pooling, missing)
         for agg, arr in new.items():
-            feats[agg] = arr
-            if paths[agg] is not None:
+            feats[agg], cached[agg] = arr, False
+            if paths[agg] is not None and state.is_local_main_process:
                 _save_atomic(paths[agg], arr)
+        state.wait_for_everyone()
     return {"features": feats, "cached": cached, "seconds": time.perf_counter() - t0, "params": int(total),
             "dim": int(encoder.config.hidden_size), "pooling": pooling, "path": resolved}
 
@@ -281,7 +288,9 @@ def rank_models(data: str | DataConfig | dict[str, Any], models: Sequence[str], 
 
     datasets.disable_progress_bars()  # as train() does: our own lines report progress
     transformers.utils.logging.disable_progress_bar()
-    say = log or (lambda s: print(s, flush=True))
+    from nlp_transfer.model.features import process_state
+    main = process_state().is_main_process  # on N processes (torchrun): one printout
+    say = log or (lambda s: print(s, flush=True) if main else None)
     models = list(dict.fromkeys(models))
     if not models:
         raise ConfigError("models", expected="at least one model", found="none", fix="pass --models minilm <other>")
@@ -348,6 +357,9 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     res = rank_models(data_config_from_args(args), args.models, layers=args.layers, sample=args.sample,
                       max_length=args.max_length, pooling=args.pooling, task=args.task, rank_by=args.rank_by,
                       folds=args.folds, seed=args.seed, batch_size=args.batch_size, cache_dir=args.cache_dir)
+    from nlp_transfer.model.features import process_state
+    if not process_state().is_main_process:  # every process ranked the same features; one reports
+        return 0
     print()
     print(res.table())
     print()

@@ -17,7 +17,6 @@ renamed into place last, so a present feature file marks a complete entry.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from nlp_transfer.model import features as feats
 from nlp_transfer.data import MODEL_INPUTS
@@ -66,32 +64,38 @@ def extract_token_features(model: Any, ds: Dataset, collate: Callable, batch_siz
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     dim = model.encoder.config.hidden_size
     total = int(offsets[-1])
-    tmp = None
-    if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_suffix(f".tmp{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim))
-    else:
-        out = np.empty((total, dim), dtype=np.float32)
+    tmp = feats.cache_writer(out_path)
+    # a process that does not write the cache entry reads it once published: it keeps no rows
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim)) if tmp else \
+        np.empty((total, dim) if out_path is None else (0, dim), dtype=np.float32)
     lengths = np.asarray(ds["length"][:]) if "length" in ds.column_names else np.asarray([len(m) for m in masks])
-    order = np.argsort(-lengths, kind="stable")
+    batches = feats.length_batches(ds, batch_size, lengths)
     keep = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in ds.column_names]
     view = ds.select_columns(keep)
-    for start in tqdm(range(0, len(ds), batch_size), desc=desc, disable=not show, leave=False):
-        idx = order[start:start + batch_size]
+
+    def encode(b: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        idx = batches[b]
         batch = collate(feats.batch_rows(view, idx))
         batch = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
         hidden = encode_tokens(model, batch).float().cpu().numpy()
         attn = batch["attention_mask"].cpu().numpy()
-        for b, i in enumerate(idx):
-            pos = np.flatnonzero(attn[b])  # the row's own tokens, whatever the padding side
+        rows = []
+        for j, i in enumerate(idx):
+            pos = np.flatnonzero(attn[j])  # the row's own tokens, whatever the padding side
             m = masks[int(i)]
-            out[offsets[i]:offsets[i + 1]] = hidden[b, pos[:len(m)][m]]
-    if tmp is not None:
-        out.flush()
+            rows.append(hidden[j, pos[:len(m)][m]])
+        return idx, rows
+
+    for idx, rows in feats.sharded_map(len(batches), encode, desc, show):
+        if len(out):
+            for i, r in zip(idx, rows):
+                out[offsets[i]:offsets[i + 1]] = r
+    if out_path is not None:
+        if tmp is not None:
+            out.flush()
+            np.save(offsets_path(out_path), offsets)
         del out
-        np.save(offsets_path(out_path), offsets)
-        os.replace(tmp, out_path)
+        feats.publish_cache_file(tmp, out_path)
         return np.load(out_path, mmap_mode="r"), offsets
     return out, offsets
 
@@ -110,14 +114,16 @@ def cached_token_features(model: Any, ds: Dataset, collate: Callable, batch_size
     fp = feats.token_fingerprint(ds) + _mask_fingerprint(label_masks(ds))
     key = feats.cache_key(fingerprint=fp, token_level=True, **key_parts)
     path = cache_dir / f"{key}.tok.npy"
+    hit = None
     if path.is_file() and offsets_path(path).is_file():
         try:
             x = np.load(path, mmap_mode="r")
             off = np.load(offsets_path(path))
-            if len(off) == len(ds) + 1 and x.shape[0] == off[-1]:
-                return x, off, True
+            hit = (x, off) if len(off) == len(ds) + 1 and x.shape[0] == off[-1] else None
         except (ValueError, OSError):
-            pass  # corrupt entry: recompute and replace it
+            hit = None  # corrupt entry: recompute and replace it
+    if feats.all_processes_agree(hit is not None):
+        return hit[0], hit[1], True
     x, off = extract_token_features(model, ds, collate, batch_size, device, path, desc, show)
     return x, off, False
 

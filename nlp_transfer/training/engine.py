@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ from nlp_transfer.training.step import build_optimizer, clip_parameters, compile
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                                 load_tokenizer, resolve_head, resolve_model)
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
+from nlp_transfer.model.features import launched_on_cpus
 from nlp_transfer.strategies import TuneContext, get_strategy, snapshot_trainable
 from nlp_transfer.log import NAME as LOGGER_NAME
 from nlp_transfer.log import configure as configure_logging
@@ -104,11 +104,8 @@ class Engine:
         self.hp = cfg.resolved_train()
         self.out_dir = Path(cfg.output.dir)
         self.report_to = [r for r in cfg.output.report_to if r and r != "none"]
-        # Under torchrun without GPUs Accelerate only forms a gloo process group when told
-        # it is on CPU; otherwise each process would silently train alone.
-        cpu_ddp = os.environ.get("LOCAL_RANK") is not None and not torch.cuda.is_available()
         self.accelerator = acc = Accelerator(
-            cpu=cpu_ddp,
+            cpu=launched_on_cpus(),  # gloo under torchrun on a machine without GPUs
             # The configured batch is the *global* batch, identical on 1 or N processes. It must go
             # through DataLoaderConfiguration: accelerate 1.15 accepts ``split_batches=`` but ignores it.
             dataloader_config=DataLoaderConfiguration(split_batches=True),

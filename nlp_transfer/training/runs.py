@@ -167,9 +167,8 @@ def build_loaders(r: TaskRun, model: Any, tokenizer: Any, cfg: RecipeConfig, str
         cache_dir = Path(cfg.output.cache_dir) if cfg.output.cache_dir else feats.default_cache_dir()
     if strategy.uses_feature_cache and r.spec.token_level:
         from nlp_transfer.tasks.token_features import token_feature_loaders
-        with accelerator.main_process_first():
-            tr, ho, sa, te = token_feature_loaders(model, splits, r.sample_idx, collate, bs, ebs, accelerator.device,
-                                                   {**key, "pooling": "tokens"}, cache_dir, show, g, say)
+        tr, ho, sa, te = token_feature_loaders(model, splits, r.sample_idx, collate, bs, ebs, accelerator.device,
+                                               {**key, "pooling": "tokens"}, cache_dir, show, g, say)
         loaders = {"train": tr, "held_out": ho, "sample": sa, "test": te}
         for dl in loaders.values():
             if dl is not None:
@@ -186,16 +185,16 @@ def _feature_loaders(r: TaskRun, model: Any, collate: Callable, cfg: RecipeConfi
     model.to(accelerator.device)
     arrs: dict[str, np.ndarray] = {}
     splits = {"train": r.train_tok, "held_out": r.held_tok, "test": r.test_tok}
-    # The main process computes and caches; the others then read the cache.
-    with accelerator.main_process_first():
-        for split, ds in splits.items():
-            if ds is None:
-                continue
-            label = split if tag is None else f"{tag}/{split}"
-            arrs[split], hit = feats.cached_features(model, ds, collate, cfg.eval.batch_size, accelerator.device, key,
-                                                     cache_dir, f"features {label}", show)
-            say(f"[nlp_transfer] {label} features {'from cache' if hit else 'computed'}: "
-                              f"{tuple(arrs[split].shape)}")
+    # Every process encodes its shard of the batches and gathers the rest (model/features.py).
+    for split, ds in splits.items():
+        if ds is None:
+            continue
+        label = split if tag is None else f"{tag}/{split}"
+        arrs[split], hit = feats.cached_features(model, ds, collate, cfg.eval.batch_size, accelerator.device, key,
+                                                 cache_dir, f"features {label}", show)
+        shards = f" (sharded over {accelerator.num_processes} processes)" if accelerator.num_processes > 1 else ""
+        say(f"[nlp_transfer] {label} features {'from cache' if hit else 'computed' + shards}: "
+            f"{tuple(arrs[split].shape)}")
     dtype = r.spec.label_dtype or torch.long
 
     def fset(split: str, idx: np.ndarray | None = None) -> FeatureDataset:
