@@ -46,6 +46,7 @@ def test_two_processes_match_one(tiny_model, tmp_path, strategy):
                           "-m", "nlp_transfer.cli", "train", *_args(tiny_model, tmp_path / "d", tmp_path / "two", strategy)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert "dropout is active" not in two.stdout + two.stderr  # head_dropout=0, the toy model has none: exact
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m1["num_processes"] == 1 and m2["num_processes"] == 2
@@ -108,3 +109,18 @@ def test_rank_models_on_two_processes_reports_once(tiny_model, blind_model, toy_
     assert two.stdout.count("recommendation: ") == 1
     ranked = json.loads(out.read_text())
     assert ranked["rows"][0]["model"].endswith(tiny_model.name)  # the informative model first, as on 1 process
+
+
+def test_launch_says_when_dropout_makes_n_processes_differ_from_one():
+    from types import SimpleNamespace
+
+    from nlp_transfer.training.engine import process_count_note
+    bert = SimpleNamespace(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    quiet = SimpleNamespace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    assert process_count_note(1, 0.1, bert, False) is None  # one process: nothing to compare
+    assert process_count_note(2, 0.0, bert, True) is None  # frozen, no head dropout: exact
+    assert process_count_note(2, 0.0, quiet, False) is None  # fine-tuning a model without dropout: exact
+    note = process_count_note(2, 0.1, bert, True)
+    assert "model.head_dropout=0.1" in note and "encoder" not in note and "in distribution" in note
+    note = process_count_note(4, 0.0, bert, False)
+    assert "encoder hidden_dropout_prob=0.1" in note and "4-process run" in note
