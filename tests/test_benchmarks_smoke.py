@@ -205,11 +205,16 @@ def test_time_repeats_and_rss_helpers() -> None:
 def test_gpu_check_dry_run(tmp_path: Path) -> None:
     """The GPU benchmark's code path (bf16 autocast, fused AdamW, grouped batches, MFU) on the CPU."""
     out = tmp_path / "gpu.json"
-    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_JSON=str(out))
+    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_JSON=str(out), OUT=str(tmp_path))
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "MFU" in proc.stdout
+    # then the default recipe through `accelerate launch` (cpu.yaml in the dry run, a GPU config on GPUs)
+    assert "recipe: accelerate launch --config_file accelerate_configs/cpu.yaml --num_processes 1 " \
+           "recipes/bbc_news.py strategy=full" in proc.stdout
+    assert "recipe done: strategy=full processes=1 held-out accuracy=" in proc.stdout
+    assert (tmp_path / "gpu_check_recipe" / "metrics.json").is_file()
     data = json.loads(out.read_text())
     assert data["dry_run"] is True and data["config"]["hidden_size"] == 64
     assert [r["lengths"] for r in data["results"]] == ["fixed", "grouped"]

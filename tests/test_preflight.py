@@ -446,3 +446,55 @@ def test_real_fsdp_fails_exactly_where_preflight_says(tiny_model, tmp_path, gpus
             assert "requires_grad" in outcome
             assert len(found) == 1 and "fsdp_use_orig_params: true" in str(found[0]), f"{key}: FSDP said {outcome}"
     assert real["lora-False"] != "ok" and real["lora-True"] == "ok"
+
+
+# --------------------------------------------------------------------------- 2 nodes x 2 processes, not launched
+
+def test_launch_plan_for_two_nodes_of_two_processes(tiny_model, tmp_path, gpus, monkeypatch, capsys):
+    """multi_node.yaml cut to 2 machines x 2 GPUs: the plan read from the file and the plan the
+    launcher hands to rank 3 (node 1, its second process) agree on processes, ranks per node,
+    the per-process share of the global batch and the rendezvous address; nothing is launched."""
+    gpus(2)
+    conf = variant(tmp_path, "multi_node", num_processes=4)
+    cfg = recipe(tiny_model, tmp_path, "lora", train={"batch_size": 32})
+    from_file = pf.LaunchPlan.from_accelerate_config(conf)
+    assert pf.problems(cfg, from_file) == []
+    plan = from_file.launch_plan(32)
+    assert plan["ranks"] == {0: [0, 1], 1: [2, 3]} and plan["per_process_batch"] == 8
+    assert plan["rendezvous"] == "10.0.0.1:29500" and plan["rdzv_backend"] == "static"
+    # node 1 as launched: accelerate's launcher computes the torchrun arguments, torchrun adds the ranks
+    args = launch_command_parser().parse_args(["--config_file", str(conf), "--machine_rank", "1",
+                                               "--main_process_ip", "10.9.8.7", "train.py"])
+    args, _, _ = _validate_launch_command(args)
+    env = prepare_multi_gpu_env(args)
+    assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("2", "2", 1)
+    assert args.rdzv_endpoint == "10.9.8.7:29500" and args.rdzv_backend == "static"
+    addr, port = args.rdzv_endpoint.split(":")
+    env.update(WORLD_SIZE="4", LOCAL_WORLD_SIZE="2", RANK="3", LOCAL_RANK="1", GROUP_RANK=str(args.node_rank),
+               MASTER_ADDR=addr, MASTER_PORT=port)
+    here = pf.LaunchPlan.from_env(env)
+    assert (here.num_processes, here.num_machines, here.machine_rank, here.rank, here.local_rank) == (4, 2, 1, 3, 1)
+    assert here.ranks_of_machine() == [2, 3] and here.rank in here.ranks_of_machine()
+    assert (here.main_process_ip, here.main_process_port) == ("10.9.8.7", 29500)
+    assert pf.problems(cfg, here) == []
+    # the CLI prints the same plan for a node
+    assert cli(["preflight", "--accelerate-config", str(conf), "--machine_rank", "1", f"model.name={tiny_model}",
+                "strategy=lora", "train.batch_size=32"]) == 0
+    out = capsys.readouterr().out
+    assert "machine_rank 1, ranks [2, 3], meeting at 10.0.0.1:29500" in out
+    assert "launch plan: 2 machine(s) x 2 process(es); ranks per machine {0: [0, 1], 1: [2, 3]}; global batch 32 = " \
+           "8 per process; rendezvous 10.0.0.1:29500 (static)" in out
+
+
+def test_multi_node_plans_that_cannot_meet(tiny_model, tmp_path, gpus):
+    gpus(2)
+    cfg = recipe(tiny_model, tmp_path, "lora", train={"batch_size": 30}, eval={"batch_size": 30})
+    uneven = pf.LaunchPlan.from_accelerate_config(variant(tmp_path, "multi_node", num_processes=3))
+    assert any(str(e).startswith("num_processes in the accelerate config") and "a multiple of the 2 machines" in str(e)
+               for e in pf.problems(cfg, uneven))
+    nowhere = pf.LaunchPlan.from_env({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "1"})
+    errs = [str(e) for e in pf.problems(cfg, nowhere)]
+    assert any(e.startswith("rendezvous in the launch environment: expected main_process_ip and main_process_port")
+               and "--master_addr" in e for e in errs)
+    lost = pf.LaunchPlan.from_accelerate_config(variant(tmp_path, "multi_node", num_processes=4, machine_rank=2))
+    assert any(str(e).startswith("machine_rank in the accelerate config") for e in pf.problems(cfg, lost))

@@ -105,10 +105,36 @@ class LaunchPlan:
     fsdp_min_num_params: int = 0
     zero_stage: int | None = None
     deepspeed_config_file: str | None = None
+    #: This node's rank among the machines (torchrun GROUP_RANK / accelerate machine_rank).
+    machine_rank: int = 0
+    #: This process's global and per-node rank (RANK / LOCAL_RANK); 0 when read from a config file.
+    rank: int = 0
+    local_rank: int = 0
+    #: Where every node meets (MASTER_ADDR:MASTER_PORT / main_process_ip:main_process_port).
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+    rdzv_backend: str | None = None
 
     @property
     def processes_per_machine(self) -> int:
         return max(1, self.num_processes // max(1, self.num_machines))
+
+    def ranks_of_machine(self, machine_rank: int | None = None) -> list[int]:
+        """The global ranks one node runs (torchrun and accelerate number them node by node)."""
+        m = self.machine_rank if machine_rank is None else machine_rank
+        per = self.processes_per_machine
+        return list(range(m * per, (m + 1) * per))
+
+    def launch_plan(self, global_batch: int) -> dict[str, Any]:
+        """What a launch of this plan runs, without running it: processes, ranks per node, the
+        per-process share of the global batch, and where the nodes meet."""
+        per = self.processes_per_machine
+        return {"machines": self.num_machines, "processes": self.num_processes, "processes_per_machine": per,
+                "ranks": {m: self.ranks_of_machine(m) for m in range(self.num_machines)},
+                "global_batch": global_batch, "per_process_batch": global_batch // max(1, self.num_processes),
+                "rendezvous": (f"{self.main_process_ip}:{self.main_process_port}"
+                               if self.main_process_ip and self.main_process_port else None),
+                "rdzv_backend": self.rdzv_backend}
 
     def describe(self) -> str:
         parts = [f"{self.distributed_type}", f"{self.num_processes} process(es)"]
@@ -123,6 +149,9 @@ class LaunchPlan:
                          + (f"({','.join(self.fsdp_wrap_classes)})" if self.fsdp_wrap_classes else ""))
         if self.distributed_type == "DEEPSPEED":
             parts.append(f"ZeRO-{self.zero_stage}")
+        if self.num_machines > 1:
+            parts.append(f"this node: machine_rank {self.machine_rank}, ranks {self.ranks_of_machine()}, "
+                         f"meeting at {self.main_process_ip}:{self.main_process_port}")
         return f"{', '.join(parts)} (from {self.source})"
 
     # ---- constructors -------------------------------------------------------------
@@ -134,8 +163,12 @@ class LaunchPlan:
         world = int(env.get("WORLD_SIZE") or 1)
         local = int(env.get("LOCAL_WORLD_SIZE") or world)
         mp = (env.get("ACCELERATE_MIXED_PRECISION") or "no").strip().lower()
+        port = env.get("MASTER_PORT")
         plan = cls(source="environment", num_processes=world, num_machines=max(1, world // max(1, local)),
-                   use_cpu=use_cpu, mixed_precision=mp)
+                   use_cpu=use_cpu, mixed_precision=mp, machine_rank=int(env.get("GROUP_RANK") or 0),
+                   rank=int(env.get("RANK") or 0), local_rank=int(env.get("LOCAL_RANK") or 0),
+                   main_process_ip=env.get("MASTER_ADDR"), main_process_port=int(port) if port else None,
+                   rdzv_backend=env.get("TORCHELASTIC_RDZV_BACKEND") or env.get("PET_RDZV_BACKEND"))
         if _flag(env.get("ACCELERATE_USE_DEEPSPEED")):
             plan.distributed_type = "DEEPSPEED"
             ds_file = env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
@@ -185,8 +218,13 @@ class LaunchPlan:
         if n < 0:  # -1: one per visible GPU
             n = max(1, gpu_count())
         mp = str(getattr(conf, "mixed_precision", None) or "no").lower()
+        port = getattr(conf, "main_process_port", None)
         plan = cls(source=str(path), distributed_type=str(dist), num_processes=n,
-                   num_machines=int(getattr(conf, "num_machines", 1) or 1), use_cpu=use_cpu, mixed_precision=mp)
+                   num_machines=int(getattr(conf, "num_machines", 1) or 1), use_cpu=use_cpu, mixed_precision=mp,
+                   machine_rank=int(getattr(conf, "machine_rank", 0) or 0),
+                   main_process_ip=getattr(conf, "main_process_ip", None) or None,
+                   main_process_port=int(port) if port else None,
+                   rdzv_backend=getattr(conf, "rdzv_backend", None) or None)
         fsdp = dict(getattr(conf, "fsdp_config", None) or {})
         if plan.distributed_type == "FSDP":
             plan.fsdp_version = int(fsdp.get("fsdp_version", 1))
@@ -375,6 +413,24 @@ def problems(cfg: Any, plan: LaunchPlan | None = None, model: Any = None) -> lis
                   "on a machine without GPUs",
             fix="pass train.mixed_precision=no (or bf16 on CPU), or run on a GPU"))
 
+    # ---- machines --------------------------------------------------------------------
+    if plan.num_machines > 1:
+        if plan.num_processes % plan.num_machines:
+            found.append(ConfigError(
+                f"num_processes in the {where}", expected=f"a multiple of the {plan.num_machines} machines "
+                                                          "(the same number of processes on every node)",
+                found=str(plan.num_processes),
+                fix=f"set num_processes to {plan.processes_per_machine * plan.num_machines} (total over all machines)"))
+        if not plan.main_process_ip or not plan.main_process_port:
+            found.append(ConfigError(
+                f"rendezvous in the {where}", expected="main_process_ip and main_process_port of the rank-0 node",
+                found=f"ip {plan.main_process_ip!r}, port {plan.main_process_port!r}",
+                fix="pass --main_process_ip ADDR --main_process_port PORT (torchrun: --master_addr/--master_port)"))
+        if not 0 <= plan.machine_rank < plan.num_machines:
+            found.append(ConfigError(
+                f"machine_rank in the {where}", expected=f"0 .. {plan.num_machines - 1}",
+                found=str(plan.machine_rank), fix="pass --machine_rank N (N = this node's index, 0 on the main node)"))
+
     # ---- batches -------------------------------------------------------------------
     n = plan.num_processes
     if n > 1:
@@ -467,6 +523,9 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     plan = LaunchPlan.from_accelerate_config(args.accelerate_config) if args.accelerate_config \
         else LaunchPlan.from_env()
+    for name in ("machine_rank", "main_process_ip", "main_process_port"):  # as accelerate launch overrides them
+        if getattr(args, name, None) is not None:
+            setattr(plan, name, getattr(args, name))
     if _flag(os.environ.get("NLP_TRANSFER_SKIP_PREFLIGHT")):
         print(f"preflight skipped (NLP_TRANSFER_SKIP_PREFLIGHT): {plan.describe()}")
         return 0
@@ -474,6 +533,11 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     if found:
         raise found[0]
     print(f"preflight ok: strategy={cfg.strategy.name}, {plan.describe()}")
+    if plan.num_processes > 1:
+        lp = plan.launch_plan(cfg.train.batch_size)
+        print(f"launch plan: {lp['machines']} machine(s) x {lp['processes_per_machine']} process(es); ranks per "
+              f"machine {lp['ranks']}; global batch {lp['global_batch']} = {lp['per_process_batch']} per process"
+              + (f"; rendezvous {lp['rendezvous']} ({lp['rdzv_backend'] or 'static'})" if lp["rendezvous"] else ""))
     return 0
 
 
@@ -483,6 +547,9 @@ def add_subcommand(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
     p.add_argument("--accelerate-config", help="accelerate config YAML (e.g. accelerate_configs/fsdp.yaml); "
                                                "default: the current environment")
     p.add_argument("--config", help="recipe YAML preset (e.g. recipes/configs/bbc_news.yaml)")
+    p.add_argument("--machine_rank", "--machine-rank", type=int, help="this node's rank (as for accelerate launch)")
+    p.add_argument("--main_process_ip", "--main-process-ip", help="address of the rank-0 node")
+    p.add_argument("--main_process_port", "--main-process-port", type=int, help="port on the rank-0 node")
     p.add_argument("overrides", nargs="*", help="key=value overrides, as for train")
     p.set_defaults(func=_cmd_preflight)
 
