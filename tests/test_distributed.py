@@ -19,7 +19,9 @@ from toy import make_rows, write_csv
 
 
 def _args(model: Path, data: Path, out: Path, strategy: str) -> list[str]:
-    return [f"model.name={model}", "model.max_length=32", "model.pooling=mean", "model.head_dropout=0",
+    # the default head dropout (0.1) stays on: its masks are the same on any process count (the
+    # toy encoder has no dropout of its own, which would draw per process when it trains)
+    return [f"model.name={model}", "model.max_length=32", "model.pooling=mean",
             f"data.name={data}", f"strategy={strategy}", "train.epochs=2", "train.batch_size=16",
             "train.lr=2e-3", "train.head_lr=1e-2", "eval.patience=10", "eval.train_sample_size=40",
             "eval.batch_size=16", f"output.dir={out}", "output.report_to=none", "output.progress_bars=false"]
@@ -46,7 +48,7 @@ def test_two_processes_match_one(tiny_model, tmp_path, strategy):
                           "-m", "nlp_transfer.cli", "train", *_args(tiny_model, tmp_path / "d", tmp_path / "two", strategy)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert "dropout is active" not in two.stdout + two.stderr  # head_dropout=0, the toy model has none: exact
+    assert "note: the encoder trains with its own dropout" not in two.stdout + two.stderr  # exact: no note
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m1["num_processes"] == 1 and m2["num_processes"] == 2
@@ -117,10 +119,47 @@ def test_launch_says_when_dropout_makes_n_processes_differ_from_one():
     from nlp_transfer.training.engine import process_count_note
     bert = SimpleNamespace(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
     quiet = SimpleNamespace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    assert process_count_note(1, 0.1, bert, False) is None  # one process: nothing to compare
-    assert process_count_note(2, 0.0, bert, True) is None  # frozen, no head dropout: exact
-    assert process_count_note(2, 0.0, quiet, False) is None  # fine-tuning a model without dropout: exact
-    note = process_count_note(2, 0.1, bert, True)
-    assert "model.head_dropout=0.1" in note and "encoder" not in note and "in distribution" in note
-    note = process_count_note(4, 0.0, bert, False)
-    assert "encoder hidden_dropout_prob=0.1" in note and "4-process run" in note
+    assert process_count_note(1, bert, False) is None  # one process: nothing to compare
+    assert process_count_note(2, bert, True) is None  # frozen features: the head's dropout is process-count free
+    assert process_count_note(2, quiet, False) is None  # fine-tuning an encoder without dropout: exact
+    note = process_count_note(4, bert, False)
+    assert "hidden_dropout_prob=0.1" in note and "4-process run" in note and "in distribution" in note
+
+
+@pytest.mark.parametrize("token_level", [False, True])
+def test_head_dropout_masks_do_not_depend_on_the_process_count(tmp_path, token_level):
+    """GlobalBatchDropout on 2 gloo processes, each holding half of a global batch (token inputs
+    padded to different widths per process), gives each row the mask it gets on 1 process."""
+    import torch
+
+    from nlp_transfer.model import GlobalBatchDropout
+    torch.manual_seed(3)
+    widths = [7, 4]  # process 0's rows are longer than process 1's
+    x = torch.randn(8, 7, 5) if token_level else torch.randn(8, 5)
+    drop = GlobalBatchDropout(0.5).train()
+    torch.manual_seed(11)
+    one = drop(x)
+    script = tmp_path / "two.py"
+    script.write_text(f"""
+import torch, torch.distributed as dist
+from nlp_transfer.model import GlobalBatchDropout
+dist.init_process_group("gloo")
+r = dist.get_rank()
+torch.manual_seed(3)
+x = torch.randn(8, 7, 5) if {token_level} else torch.randn(8, 5)
+mine = x[4 * r:4 * (r + 1)]
+if {token_level}:
+    mine = mine[:, :{widths}[r]]
+torch.manual_seed(11)
+torch.save(GlobalBatchDropout(0.5).train()(mine), "{tmp_path}/out%d.pt" % r)
+dist.destroy_process_group()
+""")
+    two = subprocess.run([_torchrun(), "--nproc_per_node", "2", "--master_port", str(32500 + os.getpid() % 1000),
+                          str(script)], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for r in (0, 1):
+        got = torch.load(tmp_path / f"out{r}.pt")
+        want = one[4 * r:4 * (r + 1)]
+        want = want[:, :widths[r]] if token_level else want
+        assert torch.equal(got, want)
+    assert (one == 0).float().mean().item() == pytest.approx(0.5, abs=0.15)  # it does drop

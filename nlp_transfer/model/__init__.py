@@ -227,12 +227,58 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
 
 # --------------------------------------------------------------------------- heads
 
+def process_rank_and_count() -> tuple[int, int]:
+    """(this process's rank, the process count) of the running process group; (0, 1) without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class GlobalBatchDropout(nn.Module):
+    """Dropout whose masks do not depend on the number of processes.
+
+    ``nn.Dropout`` draws each process's mask from that process's generator, so an N-process run
+    drops other features than a 1-process run with the same seed. Here every process draws the
+    mask of the whole *global* batch from the (identically seeded) default generator and keeps
+    its own rows: under DDP with split batches (our engine's setting) process r holds rows
+    ``r*b .. (r+1)*b`` of the global batch, so each row gets the mask it gets on 1 process, and
+    all processes consume the same random numbers (their generators stay in step). Token inputs
+    ``(batch, tokens, hidden)`` are padded per process: the mask is drawn at the widest process's
+    width (one all-reduce) and cut to this one's. Identity in eval mode, no parameters: state
+    dicts are those of ``nn.Dropout``."""
+
+    def __init__(self, p: float = 0.1) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), found {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        rank, world = process_rank_and_count()
+        b = x.shape[0]
+        shape = [b * world, *x.shape[1:]]
+        if x.dim() == 3 and world > 1:  # per-process padding: draw at the global width
+            width = torch.tensor([x.shape[1]], device=x.device)
+            torch.distributed.all_reduce(width, op=torch.distributed.ReduceOp.MAX)
+            shape[1] = int(width.item())
+        keep = torch.rand(shape, device=x.device) >= self.p
+        keep = keep[rank * b:(rank + 1) * b, :x.shape[1]] if x.dim() == 3 else keep[rank * b:(rank + 1) * b]
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class ClassificationHead(nn.Module):
-    """Dropout + linear layer on the pooled sentence vector."""
+    """Dropout (the same masks on any process count) + linear layer on the pooled sentence vector
+    (or on each token's vector for token classification)."""
 
     def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = GlobalBatchDropout(dropout)
         self.out = nn.Linear(hidden_size, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,25 +47,23 @@ from nlp_transfer.training.sampling import combine_scores, task_probabilities, t
 
 
 
-def process_count_note(processes: int, head_dropout: float, encoder_config: Any, features_only: bool) -> str | None:
-    """On N > 1 processes, the launch line that says whether this run can equal a 1-process run.
+def process_count_note(processes: int, encoder_config: Any, features_only: bool) -> str | None:
+    """On N > 1 processes, the launch line that says when this run cannot equal a 1-process run.
 
-    Dropout masks are drawn per process from per-process generators, so with dropout active an
-    N-process run matches 1 process in distribution, not number for number (measured: frozen BBC,
-    300 articles, 2 processes 0.9413 vs 1 process 0.9366). Everything else (global batch, data
-    order, sharded feature extraction, metrics) is exact."""
-    if processes <= 1:
+    The head's dropout draws the same masks on any process count (``GlobalBatchDropout``), and
+    the global batch, data order, sharded feature extraction and metrics are exact. The encoder's
+    own dropout layers (a fine-tuned encoder) draw per process: such a run matches 1 process in
+    distribution, not number for number."""
+    if processes <= 1 or features_only:
         return None
-    active = [f"model.head_dropout={head_dropout:g}"] if head_dropout > 0 else []
-    if not features_only:  # a trained encoder runs its own dropout layers
-        rates = {k: getattr(encoder_config, k, 0) or 0 for k in ("hidden_dropout_prob", "attention_probs_dropout_prob",
-                                                                 "dropout", "attention_dropout")}
-        active += [f"encoder {k}={v:g}" for k, v in rates.items() if isinstance(v, (int, float)) and v > 0]
+    rates = {k: getattr(encoder_config, k, 0) or 0 for k in ("hidden_dropout_prob", "attention_probs_dropout_prob",
+                                                             "dropout", "attention_dropout")}
+    active = [f"{k}={v:g}" for k, v in rates.items() if isinstance(v, (int, float)) and v > 0]
     if not active:
         return None
-    return (f"[nlp_transfer] note: dropout is active ({', '.join(active)}) and its masks are drawn per process: "
-            f"this {processes}-process run matches a 1-process run in distribution, not number for number. "
-            "Exact equality: no active dropout (e.g. strategy=frozen with model.head_dropout=0)")
+    return (f"[nlp_transfer] note: the encoder trains with its own dropout ({', '.join(active)}), whose masks are "
+            f"drawn per process: this {processes}-process run matches a 1-process run in distribution, not number "
+            "for number (frozen features, and encoders without dropout, are exact)")
 
 
 class Engine:
@@ -200,8 +198,7 @@ class Engine:
         what = f"multi-task {list(self.runs)} " if self.plan.multi else ""
         self.say(f"[nlp_transfer] {what}strategy={self.strategy.name} pooling={self.pooling} "
                   f"{format_params(self.trainable, self.total)}")
-        note = process_count_note(acc.num_processes, cfg.model.head_dropout, self.model.encoder.config,
-                                  self.strategy.uses_feature_cache)
+        note = process_count_note(acc.num_processes, self.model.encoder.config, self.strategy.uses_feature_cache)
         if note:
             self.say(note)
         self.class_weights = None
