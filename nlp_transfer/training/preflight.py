@@ -413,23 +413,7 @@ def problems(cfg: Any, plan: LaunchPlan | None = None, model: Any = None) -> lis
                   "on a machine without GPUs",
             fix="pass train.mixed_precision=no (or bf16 on CPU), or run on a GPU"))
 
-    # ---- machines --------------------------------------------------------------------
-    if plan.num_machines > 1:
-        if plan.num_processes % plan.num_machines:
-            found.append(ConfigError(
-                f"num_processes in the {where}", expected=f"a multiple of the {plan.num_machines} machines "
-                                                          "(the same number of processes on every node)",
-                found=str(plan.num_processes),
-                fix=f"set num_processes to {plan.processes_per_machine * plan.num_machines} (total over all machines)"))
-        if not plan.main_process_ip or not plan.main_process_port:
-            found.append(ConfigError(
-                f"rendezvous in the {where}", expected="main_process_ip and main_process_port of the rank-0 node",
-                found=f"ip {plan.main_process_ip!r}, port {plan.main_process_port!r}",
-                fix="pass --main_process_ip ADDR --main_process_port PORT (torchrun: --master_addr/--master_port)"))
-        if not 0 <= plan.machine_rank < plan.num_machines:
-            found.append(ConfigError(
-                f"machine_rank in the {where}", expected=f"0 .. {plan.num_machines - 1}",
-                found=str(plan.machine_rank), fix="pass --machine_rank N (N = this node's index, 0 on the main node)"))
+    found += _machine_problems(plan, where)
 
     # ---- batches -------------------------------------------------------------------
     n = plan.num_processes
@@ -471,6 +455,28 @@ def problems(cfg: Any, plan: LaunchPlan | None = None, model: Any = None) -> lis
                 return found
         if model is not None:
             found += _fsdp_model_problems(plan, model, where)
+    return found
+
+
+def _machine_problems(plan: LaunchPlan, where: str) -> list[NLPTransferError]:
+    """A multi-node plan whose nodes cannot meet or split the processes evenly."""
+    found: list[NLPTransferError] = []
+    if plan.num_machines > 1:
+        if plan.num_processes % plan.num_machines:
+            found.append(ConfigError(
+                f"num_processes in the {where}", expected=f"a multiple of the {plan.num_machines} machines "
+                                                          "(the same number of processes on every node)",
+                found=str(plan.num_processes),
+                fix=f"set num_processes to {plan.processes_per_machine * plan.num_machines} (total over all machines)"))
+        if not plan.main_process_ip or not plan.main_process_port:
+            found.append(ConfigError(
+                f"rendezvous in the {where}", expected="main_process_ip and main_process_port of the rank-0 node",
+                found=f"ip {plan.main_process_ip!r}, port {plan.main_process_port!r}",
+                fix="pass --main_process_ip ADDR --main_process_port PORT (torchrun: --master_addr/--master_port)"))
+        if not 0 <= plan.machine_rank < plan.num_machines:
+            found.append(ConfigError(
+                f"machine_rank in the {where}", expected=f"0 .. {plan.num_machines - 1}",
+                found=str(plan.machine_rank), fix="pass --machine_rank N (N = this node's index, 0 on the main node)"))
     return found
 
 
