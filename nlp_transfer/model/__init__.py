@@ -243,29 +243,41 @@ class GlobalBatchDropout(nn.Module):
     mask of the whole *global* batch from the (identically seeded) default generator and keeps
     its own rows: under DDP with split batches (our engine's setting) process r holds rows
     ``r*b .. (r+1)*b`` of the global batch, so each row gets the mask it gets on 1 process, and
-    all processes consume the same random numbers (their generators stay in step). Token inputs
-    ``(batch, tokens, hidden)`` are padded per process: the mask is drawn at the widest process's
-    width (one all-reduce) and cut to this one's. Identity in eval mode, no parameters: state
-    dicts are those of ``nn.Dropout``."""
+    all processes consume the same random numbers (their generators stay in step).
+
+    The engine sets ``global_batch`` (``train.batch_size``: a short last batch draws the full
+    batch's mask too, so the generator advances the same on any process count) and
+    ``max_positions`` (``model.max_length``: token inputs, padded per process, draw at that
+    width and keep their own). Unset, the global batch is ``b * N`` and token inputs draw at the
+    widest process's width (one all-reduce). Identity in eval mode, no parameters: state dicts
+    are those of ``nn.Dropout``."""
 
     def __init__(self, p: float = 0.1) -> None:
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), found {p}")
         self.p = float(p)
+        self.global_batch: int | None = None
+        self.max_positions: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         rank, world = process_rank_and_count()
         b = x.shape[0]
-        shape = [b * world, *x.shape[1:]]
-        if x.dim() == 3 and world > 1:  # per-process padding: draw at the global width
-            width = torch.tensor([x.shape[1]], device=x.device)
-            torch.distributed.all_reduce(width, op=torch.distributed.ReduceOp.MAX)
-            shape[1] = int(width.item())
+        per = self.global_batch // world if self.global_batch else b  # rows of a full local batch
+        shape = [max(self.global_batch or 0, per * world, rank * per + b), *x.shape[1:]]
+        if x.dim() == 3:  # token inputs: padded per batch and per process
+            if self.max_positions and x.shape[1] <= self.max_positions:
+                shape[1] = self.max_positions
+            elif world > 1:
+                width = torch.tensor([x.shape[1]], device=x.device)
+                torch.distributed.all_reduce(width, op=torch.distributed.ReduceOp.MAX)
+                shape[1] = int(width.item())
         keep = torch.rand(shape, device=x.device) >= self.p
-        keep = keep[rank * b:(rank + 1) * b, :x.shape[1]] if x.dim() == 3 else keep[rank * b:(rank + 1) * b]
+        keep = keep[rank * per:rank * per + b]
+        if x.dim() == 3:
+            keep = keep[:, :x.shape[1]]
         return x * keep.to(x.dtype) / (1.0 - self.p)
 
     def extra_repr(self) -> str:

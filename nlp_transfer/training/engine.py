@@ -32,6 +32,7 @@ from nlp_transfer.training.step import build_optimizer, clip_parameters, compile
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                                 load_tokenizer, resolve_head, resolve_model)
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
+from nlp_transfer.model import GlobalBatchDropout
 from nlp_transfer.model.features import launched_on_cpus
 from nlp_transfer.strategies import TuneContext, get_strategy, snapshot_trainable
 from nlp_transfer.log import NAME as LOGGER_NAME
@@ -198,6 +199,9 @@ class Engine:
         what = f"multi-task {list(self.runs)} " if self.plan.multi else ""
         self.say(f"[nlp_transfer] {what}strategy={self.strategy.name} pooling={self.pooling} "
                   f"{format_params(self.trainable, self.total)}")
+        for module in self.model.modules():  # head dropout: the same masks on any process count
+            if isinstance(module, GlobalBatchDropout):
+                module.global_batch, module.max_positions = cfg.train.batch_size, cfg.model.max_length
         note = process_count_note(acc.num_processes, self.model.encoder.config, self.strategy.uses_feature_cache)
         if note:
             self.say(note)
@@ -231,6 +235,7 @@ class Engine:
         cfg, acc, hp = self.cfg, self.accelerator, self.hp
         groups = self.strategy.param_groups(self.trained, hp["lr"], hp["head_lr"], cfg.train.weight_decay)
         self.batches = {n: len(r.loaders["train"]) for n, r in self.runs.items()}
+        self.train_rows = {n: len(r.loaders["train"].sampler) for n, r in self.runs.items()}
         self.steps_in_epoch = sum(self.batches.values())
         self.eval_every_epochs = self.step_budget()
         optimizer, scheduler, self.total_steps = build_optimizer(groups, hp["head_lr"], acc.device,
@@ -354,6 +359,25 @@ class Engine:
             r.iterator = None
         return batch
 
+    def last_batch_share(self, r: TaskRun, batch: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """This process's rows of a pass's last, short global batch, and its loss weight.
+
+        Accelerate completes a short last batch (m < batch_size rows) with rows from the start of
+        the pass so every process gets batch_size / N rows; one process trains those m rows once.
+        Here each process keeps only its real rows (a prefix: the fill is appended) and weighs its
+        mean loss by real * N / m, so DDP's average of the N gradients is the mean over the m real
+        rows: the 1-process update. A process without real rows trains one row with weight 0."""
+        n_proc = self.accelerator.num_processes
+        m = self.train_rows[r.name] % self.cfg.train.batch_size
+        if n_proc == 1 or not m or r.consumed != self.batches[r.name]:
+            return batch, 1.0
+        per = self.cfg.train.batch_size // n_proc
+        real = max(0, min(per, m - self.accelerator.process_index * per))
+        rows = max(real, 1)
+        kept = {k: v[:rows] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == per else v
+                for k, v in batch.items()}
+        return kept, real * n_proc / m
+
     # ------------------------------------------------------------------ resume / checkpoint
     def resume(self) -> tuple[int, int]:
         """Restore weights, optimizer, scheduler, RNG and data position from a checkpoint (if any).
@@ -439,9 +463,10 @@ class Engine:
                         r.running = [0.0, 0]
                 while pos < len(schedule):
                     r = self.runs[schedule[pos]]
-                    out = training_step(acc, self.trained, self.step_model, self.next_batch(r), self.optimizer,
+                    batch, share = self.last_batch_share(r, self.next_batch(r))
+                    out = training_step(acc, self.trained, self.step_model, batch, self.optimizer,
                                         self.scheduler, cfg.train.max_grad_norm, self.nonfinite(r.name),
-                                        loss_weight=loss_w[r.name], clip_params=self.clip_params)
+                                        loss_weight=loss_w[r.name] * share, clip_params=self.clip_params)
                     loss = out["loss"].detach().float().item()
                     r.running[0] += loss
                     r.running[1] += 1
