@@ -478,28 +478,20 @@ def load_task_model(name_or_path: str, task: str, num_labels: int | None, label_
                          fix="pass model.head=pooled (pooling + nlp_transfer's head)") from None
 
 
-#: Held-out accuracy, all-MiniLM-L6-v2 (declares mean pooling), SST-2 4,000-sentence sample, seeds 0 and 1:
-#: full 83.3/83.8 native vs 84.4/84.5 pooled (mean); lora 79.9/80.3 vs 80.2/80.4; BBC full (seed 0)
-#: 97.9 native vs 97.4 pooled, inside its noise (README "Output folder").
-#: A checkpoint trained for mean-pooled sentence vectors keeps them by default; any other checkpoint
-#: trains through its architecture's own head (what Trainer does; pooled CLS would be the same shape).
-POOLED_WHEN_DECLARED = True
-
-
 def resolve_head(head: str, strategy: str, task: str, multi_task: bool = False, pooling: str = "auto",
                  declared: str | None = None) -> str:
     """``model.head=auto``: ``native`` when the strategy fine-tunes (``Strategy.native_head``), the
     run has one task, the task has a native model (``TaskSpec.auto_class``), no pooling was asked
-    for (``model.pooling`` other than auto belongs to the pooled head) and the checkpoint declares
-    no sentence pooling (``declared``: sentence-transformers' 1_Pooling, see POOLED_WHEN_DECLARED);
-    else ``pooled``. An explicit ``native`` that cannot be honoured is a ConfigError."""
+    for (``model.pooling`` other than auto belongs to the pooled head) and, when the checkpoint
+    declares a sentence pooling (``declared``: sentence-transformers' 1_Pooling), the strategy does
+    not keep it (``Strategy.pooled_when_declared``, set from measurements); else ``pooled``. An explicit ``native`` that cannot be honoured is a ConfigError."""
     from nlp_transfer.errors import ConfigError
     cls = STRATEGIES.get(strategy)
     spec = TASKS.get(task)
     possible = bool(getattr(cls, "native_head", False)) and spec is not None and bool(spec.auto_class) \
         and not multi_task
     if head == "auto":
-        keep_declared = POOLED_WHEN_DECLARED and declared is not None
+        keep_declared = bool(getattr(cls, "pooled_when_declared", True)) and declared is not None
         return "native" if possible and pooling == "auto" and not keep_declared else "pooled"
     if head == "native" and pooling != "auto":
         raise ConfigError("model.pooling", expected="auto with model.head=native (the architecture's head pools "

@@ -125,6 +125,10 @@ class Strategy:
     step_budget = False
     #: Can train through the architecture's own task head (``model.head=native``; ``auto`` picks it).
     native_head = False
+    #: ``model.head=auto`` on a checkpoint that declares a sentence pooling (sentence-transformers'
+    #: 1_Pooling): keep that pooling + our head (True) or train the native head anyway (False).
+    #: Measured per strategy on all-MiniLM-L6-v2 (README "Output folder").
+    pooled_when_declared = True
     #: ``model.pooling=auto`` when the checkpoint declares none (None: CLS if ``trains_encoder``, else mean).
     undeclared_pooling: str | None = None
     #: Trains by itself (False for ``auto``, which the advisor resolves to a concrete strategy first).

@@ -27,6 +27,11 @@ class LoraStrategy(Strategy):
     defaults = {"epochs": 4, "lr": 5e-4, "head_lr": 1e-3, "patience": 2}
     step_budget = True
     native_head = True
+    # Held-out accuracy, all-MiniLM-L6-v2 (declares mean pooling), seeds 0/1: BBC native 97.7/97.7
+    # vs pooled 97.0/97.2 (+0.6 pt native, both seeds); SST-2 4,000-sentence sample 79.9/80.3 vs
+    # 80.2/80.4 (+0.2 pt pooled, inside its noise). Native also saves the PEFT folder that
+    # AutoPeftModelFor<Task> loads.
+    pooled_when_declared = False
     uses_unfreeze_top_k = True
     saved_weights = "the LoRA adapter"
     card_tags = ("peft", "lora")
