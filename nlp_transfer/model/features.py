@@ -121,7 +121,7 @@ def all_processes_agree(flag: bool, state: Any = None) -> bool:
 
 def cache_writer(out_path: Path | None, state: Any = None) -> Path | None:
     """The temp file this process fills for the cache entry ``out_path``: only the local main
-    process of each node writes one (the others hold the array in memory until it is published)."""
+    process of each node writes one (the others keep no rows and read the entry once published)."""
     state = state or process_state()
     if out_path is None or not state.is_local_main_process:
         return None
