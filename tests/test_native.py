@@ -225,7 +225,8 @@ def test_predictor_batches_by_token_count_and_returns_input_order(tiny_model, ta
     seen: list[torch.Tensor] = []
     model = pred.model
     pred.model = lambda **inputs: seen.append(inputs["attention_mask"]) or model(**inputs)
-    monkeypatch.setattr(type(pred), "SORT_WINDOW", 8)
+    import nlp_transfer.predict
+    monkeypatch.setattr(nlp_transfer.predict, "SORT_WINDOW", 8)
     z = pred.logits(texts, pairs, batch_size=3)
     assert np.abs(z - one_by_one).max() <= 1e-5
     assert sum(len(m) for m in seen) == len(texts) and len(seen) == 3 + 3 + 1  # windows of 8, 8, 2

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from nlp_transfer.errors import ConfigError, DataError, EnvironmentSetupError, ModelError
-from nlp_transfer.predict import ONNX_EXTRA, ONNX_FORMAT, PREDICT_BATCH_SIZE, OnnxModel, require_onnxruntime
+from nlp_transfer.predict import (ONNX_EXTRA, ONNX_FORMAT, PREDICT_BATCH_SIZE, OnnxModel, require_onnxruntime,
+                                  token_count_batches)
 from nlp_transfer.predict.rebuild import MULTI_TASK, rebuild_model, resolve_output
 from nlp_transfer.registry import TASKS
 
@@ -204,15 +205,10 @@ def _sequence_batches(rows: list[dict[str, Any]], meta: dict[str, Any], tok: Any
         pairs.append(str(_column(row, pair_cols) or ""))
         labels.append(_label(_column(row, label_cols), task, names, f"check row {i}"))
     has_labels = all(y is not None for y in labels)
-    # batched as Predictor.logits batches (token-count order): dynamic int8 quantizes activations
-    # per batch, so the check sees the batches serving will see
-    enc = tok(texts, pairs if meta.get("text_pair") else None, truncation=True, max_length=meta["max_length"])
-    order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = tok.pad({k: [enc[k][i] for i in idx] for k in enc}, return_tensors="pt")
-        yield {k: v for k, v in batch.items() if k in INPUT_NAMES}, \
-            (np.asarray([labels[i] for i in idx]) if has_labels else None)
+    # serving's batches (dynamic int8 quantizes activations per batch)
+    for idx, batch in token_count_batches(tok, texts, pairs if meta.get("text_pair") else None, meta["max_length"],
+                                          batch_size):
+        yield batch, (np.asarray([labels[i] for i in idx]) if has_labels else None)
 
 
 def _token_batches(rows: list[dict[str, Any]], meta: dict[str, Any], tok: Any, spec: Any,
