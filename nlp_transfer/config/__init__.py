@@ -203,10 +203,21 @@ class DataConfig:
     #: Tokenisation processes (datasets.map num_proc). None -> 1 below 50,000 rows (worker start-up
     #: costs more than it saves, benchmarks/levers.py tokenize_num_proc), else min(4, CPU count).
     num_proc: int | None = None
+    #: Read the training data as a stream (``datasets`` IterableDataset): nothing is loaded into memory
+    #: or converted to Arrow first, so a corpus larger than memory or disk trains. full/lora/partial
+    #: then need ``train.max_steps``; frozen spools the tokenised stream to disk once. Passing an
+    #: IterableDataset through the API turns it on.
+    streaming: bool = False
+    #: Streaming without a validation split/file: the first N streamed rows are the held-out set
+    #: (and are skipped for training).
+    held_out_rows: int = 1000
+    #: Streaming: rows in the shuffle buffer (datasets' IterableDataset.shuffle); 0 = stream order.
+    shuffle_buffer: int = 10_000
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
         if self.name is not None and not isinstance(self.name, str):  # DataFrame, Dataset, splits...
+            self.streaming = self.streaming or objects.is_stream_object(self.name)
             self.name = objects.register_data(self.name)
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("data.name", expected="a dataset path, Hub id or 'bbc_news'",
@@ -217,6 +228,8 @@ class DataConfig:
         _check_positive("data", "max_train_samples", self.max_train_samples, allow_none=True)
         _check_positive("data", "max_eval_samples", self.max_eval_samples, allow_none=True)
         _check_positive("data", "num_proc", self.num_proc, allow_none=True)
+        _check_positive("data", "held_out_rows", self.held_out_rows)
+        _check_positive("data", "shuffle_buffer", self.shuffle_buffer, allow_zero=True)
         self.label_names = to_list("data", "label_names", self.label_names)
         self.column_names = to_list("data", "column_names", self.column_names)
         if isinstance(self.delimiter, str) and self.delimiter.strip().lower() in ("\\t", "tab"):
@@ -450,6 +463,32 @@ class HubConfig:
                               fix="pass hub.repo_id=<user>/<model-name>")
 
 
+def _check_streaming(cfg: "RecipeConfig") -> None:
+    """What a streamed training set cannot have: a length (so epochs, class counts, a balanced
+    sampler), a task that prepares whole splits, or a strategy that needs every row up front."""
+    spec, strategy = registry.TASKS[cfg.task], registry.strategy_class(cfg.strategy.name)
+    if spec.prepare is not None or spec.tokenize is not None:
+        raise ConfigError("data.streaming", expected="sequence_classification or regression (single or pair texts)",
+                          found=f"task={cfg.task}, which prepares whole splits",
+                          fix="pass data.streaming=false (or convert the corpus to one of those tasks)")
+    if not getattr(strategy, "streams", True):
+        raise ConfigError("data.streaming", expected="strategy full, lora, partial or frozen",
+                          found=f"strategy={cfg.strategy.name}, which needs every training row up front",
+                          fix="pick one of those strategies, or pass data.streaming=false")
+    t = cfg.train
+    if t.class_weights not in (None, "none") or t.balanced_sampler:
+        raise ConfigError("train.class_weights / train.balanced_sampler", expected="unset with data.streaming=true",
+                          found="set", fix="remove them: they need the class counts of the whole training set, "
+                                           "which a stream does not have")
+    if not strategy.uses_feature_cache:
+        if not t.max_steps:
+            raise ConfigError("train.max_steps", expected="a step budget with data.streaming=true (a stream has no "
+                              "length, so no epochs)", found="None", fix="pass train.max_steps=2000")
+        if t.epochs is not None:
+            raise ConfigError("train.epochs", expected="unset with data.streaming=true", found=repr(t.epochs),
+                              fix="remove train.epochs: train.max_steps is the budget of a stream")
+
+
 _SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "strategy": StrategyConfig, "train": TrainConfig,
     "eval": EvalConfig, "output": OutputConfig, "hub": HubConfig,
@@ -500,6 +539,8 @@ class RecipeConfig:
         _check_choice("recipe", "task", self.task, tuple(registry.TASKS))
         registry.check_task_config(self)
         registry.check_strategy_recipe(self)
+        if self.data.streaming:
+            _check_streaming(self)
 
     # ---- derived values ----------------------------------------------------------
     def resolved_train(self) -> dict[str, Any]:

@@ -68,8 +68,8 @@ def to_dataset(obj: Any, where: str = "data") -> Any:
 
 
 def is_data_object(obj: Any) -> bool:
-    from datasets import Dataset, DatasetDict
-    return isinstance(obj, (Dataset, DatasetDict, list)) or _is_dataframe(obj)
+    from datasets import Dataset, DatasetDict, IterableDataset
+    return isinstance(obj, (Dataset, DatasetDict, IterableDataset, list)) or _is_dataframe(obj)
 
 
 def table_sha256(ds: Any) -> str:
@@ -114,9 +114,49 @@ def _splits(obj: Any) -> tuple[dict[str, Any], str]:
     return {"train": to_dataset(obj)}, type(obj).__name__
 
 
+def is_stream_object(obj: Any) -> bool:
+    """A ``datasets.IterableDataset`` / ``IterableDatasetDict`` (or a split mapping holding one):
+    data that is streamed, never loaded (``data.streaming``)."""
+    from datasets import IterableDataset, IterableDatasetDict
+    if isinstance(obj, (IterableDataset, IterableDatasetDict)):
+        return True
+    return isinstance(obj, dict) and any(isinstance(v, IterableDataset) for v in obj.values())
+
+
+#: Rows of a stream hashed into its fingerprint (a stream cannot be hashed whole).
+STREAM_FINGERPRINT_ROWS = 1000
+
+
+def _register_stream(obj: Any) -> str:
+    """An IterableDataset's name: its features, shard count and first rows hashed (a stream has no
+    content hash; the same stream object in this process is what the name looks up)."""
+    from datasets import Dataset, IterableDataset, IterableDatasetDict
+    splits = dict(obj) if isinstance(obj, (IterableDatasetDict, dict)) else {"train": obj}
+    h = hashlib.sha256()
+    for split in sorted(splits):
+        ds = splits[split]
+        if isinstance(ds, Dataset):
+            h.update(f"{split}:{table_sha256(ds)}".encode())
+            continue
+        if not isinstance(ds, IterableDataset):
+            raise ConfigError(f"data split '{split}'", expected="a datasets.IterableDataset or Dataset",
+                              found=_found(ds), fix="pass every split as a datasets object")
+        h.update(f"{split}:{ds.n_shards}:{ds.features}".encode())
+        for row in ds.take(STREAM_FINGERPRINT_ROWS):
+            h.update(json.dumps(row, sort_keys=True, default=str).encode())
+    if "train" not in splits:
+        raise ConfigError("data splits", expected="a 'train' split", found=f"splits {list(splits)}",
+                          fix="pass data={'train': stream, 'validation': ...}")
+    name = f"{PREFIX}IterableDataset {h.hexdigest()[:16]}, streamed, splits [{', '.join(splits)}]>"
+    OBJECTS[name] = {SPLIT_NAMES.get(k, k): v for k, v in splits.items()}
+    return name
+
+
 def register_data(obj: Any) -> str:
     """Register in-memory data; return its fingerprint name (the value of ``data.name``)."""
     from datasets import DatasetDict
+    if is_stream_object(obj):
+        return _register_stream(obj)
     splits, kind = _splits(obj)
     h = hashlib.sha256()
     for split in sorted(splits):
@@ -189,8 +229,8 @@ def section_value(section: str, value: Any, fields: list[str]) -> Any:
     under ``name``; ``model={"name": model, "tokenizer": tok}`` -> one registered name."""
     if section not in ("data", "model") or value is None or isinstance(value, str):
         return value
-    from datasets import DatasetDict
-    if not isinstance(value, dict) or isinstance(value, DatasetDict):
+    from datasets import DatasetDict, IterableDatasetDict
+    if not isinstance(value, dict) or isinstance(value, (DatasetDict, IterableDatasetDict)):
         return {"name": value} if not hasattr(value, "__dataclass_fields__") else value
     if section == "model":
         if "tokenizer" not in value:

@@ -147,9 +147,9 @@ def _choose_delimiter(path: Path, cfg: DataConfig, default: str) -> str:
                     fix=f"pass data.delimiter='{shown}'")
 
 
-def _read_file(path: Path, cfg: DataConfig) -> Dataset:
-    import datasets
-
+def file_reader(path: Path, cfg: DataConfig) -> tuple[str, dict[str, Any]]:
+    """The ``datasets`` builder ("csv", "json", ...) and its keyword arguments for one data file
+    (delimiter sniffing, TSV quoting, header-less columns): shared by loading and streaming."""
     suffix = path.suffix.lower()
     # A file without an extension (UCI's SMSSpamCollection) is delimited text when a delimiter is given.
     builder = FILE_TYPES.get(suffix) or ("csv" if cfg.delimiter and not suffix else None)
@@ -167,6 +167,14 @@ def _read_file(path: Path, cfg: DataConfig) -> Dataset:
         if cfg.column_names:
             kwargs["column_names"] = list(cfg.column_names)
             kwargs["header"] = None
+    return builder, kwargs
+
+
+def _read_file(path: Path, cfg: DataConfig) -> Dataset:
+    import datasets
+
+    suffix = path.suffix.lower()
+    builder, kwargs = file_reader(path, cfg)
     try:
         # datasets logs its own ERROR line for a parse failure; ours (below) is the one line shown.
         with _quiet_datasets_logger():
@@ -192,7 +200,7 @@ def _read_file(path: Path, cfg: DataConfig) -> Dataset:
     return ds
 
 
-def _split_files(folder: Path) -> dict[str, Path]:
+def split_files(folder: Path) -> dict[str, Path]:
     files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in FILE_TYPES]
     found: dict[str, Path] = {}
     for p in files:
@@ -224,7 +232,7 @@ def load_raw(cfg: DataConfig) -> DatasetDict:
     if path.is_file():
         return DatasetDict({"train": _read_file(path, cfg)})
     if path.is_dir():
-        splits = _split_files(path)
+        splits = split_files(path)
         if "train" not in splits:
             listing = sorted(p.name for p in path.iterdir())[:10]
             raise DataError(f"data folder {path}", expected="a train.<csv|tsv|jsonl|json|parquet> file",
@@ -281,7 +289,7 @@ def column_numpy(ds: Dataset, name: str) -> np.ndarray:
     return col.to_numpy()
 
 
-def _text_hash(batch: dict[str, list], has_pair: bool) -> dict[str, list[int]]:
+def text_hash(batch: dict[str, list], has_pair: bool) -> dict[str, list[int]]:
     out = []
     pairs = batch["text_pair"] if has_pair else [None] * len(batch["text"])
     for t, p in zip(batch["text"], pairs):
@@ -314,13 +322,30 @@ def _check_text_values(ds: Dataset, role: str, col: str, split: str, cols: list[
                     fix=f"point data.{key} at the column with the texts (other columns: {others}), or {store}")
 
 
-def canonical_columns(ds: Dataset, cfg: DataConfig, split: str, need_label: bool = True) -> Dataset:
-    cols = ds.column_names
+def column_roles(cfg: DataConfig, need_label: bool = True) -> dict[str, str]:
+    """Canonical name (text, text_pair, label) -> the column that holds it."""
     wanted = {"text": cfg.text_column}
     if cfg.text_pair_column:
         wanted["text_pair"] = cfg.text_pair_column
     if need_label:
         wanted["label"] = cfg.label_column
+    return wanted
+
+
+def select_roles(ds: Any, wanted: dict[str, str]) -> Any:
+    """Keep the role columns and give them their canonical names (a Dataset or an IterableDataset)."""
+    ds = ds.select_columns(list(wanted.values()))
+    renames = {c: r for r, c in wanted.items() if c != r}
+    # Avoid collisions (e.g. text column called "label") by renaming through temporaries.
+    if renames:
+        ds = ds.rename_columns({c: f"__{r}" for c, r in renames.items()})
+        ds = ds.rename_columns({f"__{r}": r for r in renames.values()})
+    return ds
+
+
+def canonical_columns(ds: Dataset, cfg: DataConfig, split: str, need_label: bool = True) -> Dataset:
+    cols = ds.column_names
+    wanted = column_roles(cfg, need_label)
     for role, col in wanted.items():
         if col not in cols:
             key = {"text": "text_column", "text_pair": "text_pair_column", "label": "label_column"}[role]
@@ -332,27 +357,27 @@ def canonical_columns(ds: Dataset, cfg: DataConfig, split: str, need_label: bool
     for role in ("text", "text_pair"):
         if role in wanted:
             _check_text_values(ds, role, wanted[role], split, cols)
-    ds = ds.select_columns(list(wanted.values()))
-    renames = {c: r for r, c in wanted.items() if c != r}
-    # Avoid collisions (e.g. text column called "label") by renaming through temporaries.
-    if renames:
-        ds = ds.rename_columns({c: f"__{r}" for c, r in renames.items()})
-        ds = ds.rename_columns({f"__{r}": r for r in renames.values()})
-    return ds
+    return select_roles(ds, wanted)
 
 
-def drop_empty(ds: Dataset, has_pair: bool) -> tuple[Dataset, int]:
+def nonempty(has_pair: bool) -> Any:
+    """The batched ``filter`` function that keeps rows whose text (and pair) is not empty."""
     def keep(batch: dict[str, list]) -> list[bool]:
         ok = [isinstance(t, str) and t.strip() != "" for t in batch["text"]]
         if has_pair:
             ok = [a and isinstance(p, str) and p.strip() != "" for a, p in zip(ok, batch["text_pair"])]
         return ok
+    return keep
+
+
+def drop_empty(ds: Dataset, has_pair: bool) -> tuple[Dataset, int]:
     before = len(ds)
-    ds = ds.filter(keep, batched=True, batch_size=10_000)
+    ds = ds.filter(nonempty(has_pair), batched=True, batch_size=10_000)
     return ds, before - len(ds)
 
 
-def _label_names(train: Dataset, cfg: DataConfig) -> list[str]:
+def infer_label_names(train: Dataset, cfg: DataConfig) -> list[str]:
+    """Class names: a ClassLabel's, ``data.label_names``, else the sorted values of the label column."""
     feat = train.features["label"]
     if isinstance(feat, ClassLabel):
         return list(feat.names)
@@ -374,9 +399,10 @@ def _label_names(train: Dataset, cfg: DataConfig) -> list[str]:
     return [str(i) for i in ints]
 
 
-def encode_labels(ds: Dataset, names: list[str], split: str, explicit_ids: bool) -> Dataset:
+def label_encoder(names: list[str], split: str, explicit_ids: bool, class_label: bool = False) -> Any:
+    """The batched ``map`` function that turns label values into ids of ``names``; an empty or unseen
+    label stops with a one-line error naming the split (shared by loaded and streamed data)."""
     index = {n: i for i, n in enumerate(names)}
-    feat = ds.features["label"]
 
     def enc(batch: dict[str, list]) -> dict[str, list[int]]:
         out = []
@@ -384,7 +410,7 @@ def encode_labels(ds: Dataset, names: list[str], split: str, explicit_ids: bool)
             if v is None:
                 raise DataError(f"label in the {split} split", expected="a label on every row", found="an empty label",
                                 fix="drop unlabelled rows or fill them")
-            if isinstance(feat, ClassLabel) or (explicit_ids and not isinstance(v, str)):
+            if class_label or (explicit_ids and not isinstance(v, str)):
                 i = int(v)
                 if not 0 <= i < len(names):
                     raise DataError(f"label id in the {split} split", expected=f"0..{len(names) - 1}",
@@ -398,9 +424,22 @@ def encode_labels(ds: Dataset, names: list[str], split: str, explicit_ids: bool)
                                 fix="remove those rows, add examples of that class to training, or pass data.label_names")
             out.append(index[key])
         return {"label": out}
+    return enc
 
+
+def encode_labels(ds: Dataset, names: list[str], split: str, explicit_ids: bool) -> Dataset:
+    enc = label_encoder(names, split, explicit_ids, isinstance(ds.features["label"], ClassLabel))
     ds = ds.map(enc, batched=True, batch_size=10_000)
     return ds.cast_column("label", ClassLabel(names=names))
+
+
+def float_targets(batch: dict[str, list]) -> dict[str, list[float]]:
+    """The batched ``map`` function of regression targets: every label a float, else one error."""
+    try:
+        return {"label": [float(v) for v in batch["label"]]}
+    except (TypeError, ValueError) as e:
+        raise DataError("regression targets", expected="numbers", found=str(e),
+                        fix="check data.label_column") from None
 
 
 def _stratified_subset(ds: Dataset, n: int, seed: int, stratify: bool) -> Dataset:
@@ -463,7 +502,7 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     label_names = None
     if classification:
         explicit_ids = cfg.label_names is not None or isinstance(train.features["label"], ClassLabel)
-        label_names = _label_names(train, cfg)
+        label_names = infer_label_names(train, cfg)
         if len(label_names) < 2:
             raise DataError("training labels", expected="at least 2 classes",
                             found=f"a single class {label_names}", fix="check data.label_column or add examples of other classes")
@@ -473,12 +512,7 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
         if test is not None:
             test = encode_labels(test, label_names, test_name, explicit_ids)
     elif task == "regression":
-        def to_float(batch: dict[str, list]) -> dict[str, list[float]]:
-            try:
-                return {"label": [float(v) for v in batch["label"]]}
-            except (TypeError, ValueError) as e:
-                raise DataError("regression targets", expected="numbers", found=str(e),
-                                fix="check data.label_column") from None
+        to_float = float_targets
         train = train.map(to_float, batched=True).cast_column("label", Value("float32"))
         if held is not None:
             held = held.map(to_float, batched=True).cast_column("label", Value("float32"))
@@ -489,7 +523,7 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     stats["duplicates_dropped"] = 0
     stats["leaked_dropped"] = 0
     if cfg.dedup:
-        train = train.map(lambda b: _text_hash(b, has_pair), batched=True, batch_size=10_000)
+        train = train.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
         hashes = column_numpy(train, "_hash").astype(np.int64, copy=False)
         _, first = np.unique(hashes, return_index=True)
         first = np.sort(first)
@@ -497,7 +531,7 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
         if len(first) < len(train):
             train = train.select(first)
         if held is not None:
-            held = held.map(lambda b: _text_hash(b, has_pair), batched=True, batch_size=10_000)
+            held = held.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
             held_hashes = column_numpy(held, "_hash").astype(np.int64, copy=False)
             leak = np.isin(column_numpy(train, "_hash").astype(np.int64, copy=False), held_hashes)
             stats["leaked_dropped"] = int(leak.sum())
@@ -560,14 +594,8 @@ def resolve_num_proc(num_proc: int | None, rows: int) -> int | None:
     return int(num_proc) if int(num_proc) > 1 else None
 
 
-def tokenize(ds: Dataset, tokenizer: Any, max_length: int, num_proc: int | None = None) -> Dataset:
-    """Tokenise without padding (dynamic padding happens per batch) and record lengths.
-
-    ``datasets.map(batched=True)`` caches the result next to the dataset's Arrow files when it has
-    any (local files and Hub datasets), so a second run with the same tokenizer and max_length
-    reads it back instead of tokenising again. ``num_proc`` (``data.num_proc``) shards the work.
-    """
-    has_pair = "text_pair" in ds.column_names
+def token_encoder(tokenizer: Any, max_length: int, has_pair: bool) -> Any:
+    """The batched ``map`` function that tokenises without padding and records lengths."""
     # Single texts store only the token ids: their attention mask is all ones and their token
     # type ids all zeros until padding, and the collator (tokenizer.pad) builds the mask per batch.
     # A third of the bytes per token, so a third less disk and resident memory (memory_scaling.py).
@@ -578,9 +606,20 @@ def tokenize(ds: Dataset, tokenizer: Any, max_length: int, num_proc: int | None 
                         truncation=True, max_length=max_length, **lean)
         enc["length"] = [len(x) for x in enc["input_ids"]]
         return enc
+    return tok
+
+
+def tokenize(ds: Dataset, tokenizer: Any, max_length: int, num_proc: int | None = None) -> Dataset:
+    """Tokenise without padding (dynamic padding happens per batch) and record lengths.
+
+    ``datasets.map(batched=True)`` caches the result next to the dataset's Arrow files when it has
+    any (local files and Hub datasets), so a second run with the same tokenizer and max_length
+    reads it back instead of tokenising again. ``num_proc`` (``data.num_proc``) shards the work.
+    """
+    has_pair = "text_pair" in ds.column_names
 
     drop = [c for c in ("text", "text_pair") if c in ds.column_names]
-    out = ds.map(tok, batched=True, batch_size=1000, remove_columns=drop,
+    out = ds.map(token_encoder(tokenizer, max_length, has_pair), batched=True, batch_size=1000, remove_columns=drop,
                  num_proc=resolve_num_proc(num_proc, len(ds)))
     release_arrow_memory()
     return out

@@ -399,7 +399,8 @@ def _data_section(info: ModelCardInfo) -> str:
     s = info.data_stats
     rows = [("Dataset", f"`{info.dataset}`" if info.dataset else "not recorded")]
     if "train_size" in s:
-        rows.append(("Training examples", _count_exact(s["train_size"])))
+        rows.append(("Training examples", _count_exact(s["train_size"]) + (" (rows streamed into training)"
+                                                                         if s.get("streamed") else "")))
     if "held_out_size" in s:
         src = f" — {s['held_out_source']}" if s.get("held_out_source") else ""
         rows.append(("Held-out examples", f"{_count_exact(s['held_out_size'])}{src}"))
@@ -410,7 +411,8 @@ def _data_section(info: ModelCardInfo) -> str:
         rows.append(("Test examples", _count_exact(s["test_size"])))
     dropped = [f"{s[k]} {k.replace('_dropped', '').replace('_', ' ')}"
                for k in ("duplicates_dropped", "leaked_dropped", "empty_dropped") if s.get(k)]
-    rows.append(("Removed before training", ", ".join(dropped) if dropped else "nothing"))
+    rows.append(("Removed before training", "streamed: empty texts and rows whose text is held out, as they passed"
+                 if s.get("streamed") else ", ".join(dropped) if dropped else "nothing"))
     if info.label_names:
         rows.append(("Labels", ", ".join(f"`{n}`" for n in info.label_names[:50])
                      + (f" … ({len(info.label_names)} in all)" if len(info.label_names) > 50 else "")))

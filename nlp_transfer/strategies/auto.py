@@ -13,6 +13,7 @@ class AutoStrategy(Strategy):
     it (:func:`nlp_transfer.selection.auto.resolve_auto`) to a concrete strategy before training."""
     name = "auto"
     concrete = False
+    streams = False  # its probe needs every training row up front
     freezes_parameters = True  # it may pick frozen, lora or partial
 
     def apply(self, model: TransferModel) -> nn.Module:

@@ -131,6 +131,8 @@ class Strategy:
     pooled_when_declared = True
     #: ``model.pooling=auto`` when the checkpoint declares none (None: CLS if ``trains_encoder``, else mean).
     undeclared_pooling: str | None = None
+    #: Trains from a stream (``data.streaming``): False when it needs every training row up front.
+    streams = True
     #: Trains by itself (False for ``auto``, which the advisor resolves to a concrete strategy first).
     concrete = True
     #: What training saves, in words (preflight messages).

@@ -138,6 +138,7 @@ class ContrastiveStrategy(FullStrategy):
     """SetFit's method on our loop: contrastive pairs tune the encoder, then a head on its features."""
     name = "contrastive"
     uses_feature_cache = True
+    streams = False  # it needs every training row up front
     trains_encoder = True
     stores_encoder = True
     freezes_parameters = True

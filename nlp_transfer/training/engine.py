@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -67,6 +68,13 @@ def process_count_note(processes: int, encoder_config: Any, features_only: bool)
             "for number (frozen features, and encoders without dropout, are exact)")
 
 
+#: Evaluations of a streamed run when ``eval.every_steps`` is unset (a stream has no epochs).
+STREAM_EVALUATIONS = 10
+#: Where a streamed split that ``frozen`` needs whole is spooled (inside the output folder, removed
+#: at the end of the run).
+SPOOL_DIR = ".stream"
+
+
 class Engine:
     """Runs one :class:`RunPlan`. Each stage is a method, called in order by :meth:`run`."""
 
@@ -85,6 +93,11 @@ class Engine:
         self.timing = {"eval_s": 0.0}  # phase times for metrics.json (read by benchmarks/run.py)
         self.resumed_from: str | None = None
 
+    @property
+    def streamed(self) -> bool:
+        """The training rows are read from a stream as training goes (not ``frozen``'s spool)."""
+        return any(r.stream is not None for r in self.runs.values())
+
     # ------------------------------------------------------------------ stages
     def run(self) -> RunResult:
         import datasets
@@ -101,14 +114,30 @@ class Engine:
             self.prepare_optimization()
             start_epoch, skip = self.resume()
             self.loop(start_epoch, skip)
+            self.count_streamed_rows()
             result = finish_run(self)  # the best weights, final passes, metrics and the saved folder
             self.fire("on_train_end")
             return result
         finally:
+            self.remove_spool()
             if bars[0]:
                 datasets.enable_progress_bars()
             if bars[1]:
                 transformers.utils.logging.enable_progress_bar()
+
+    def count_streamed_rows(self) -> None:
+        """A stream's ``train_size`` in metrics.json: the rows training read (frozen: the spooled rows)."""
+        t = self.cfg.train
+        for r in self.runs.values():
+            if r.data.stats.get("streamed"):
+                r.data.stats["train_size"] = self.step * t.gradient_accumulation_steps * t.batch_size \
+                    if r.stream is not None else len(r.train_tok)
+
+    def remove_spool(self) -> None:
+        """Delete a stream's spool file (no wait: a process still reading it keeps its memory map)."""
+        spool, acc = getattr(self, "spool_dir", None), getattr(self, "accelerator", None)
+        if spool is not None and acc is not None and acc.is_local_main_process and spool.exists():
+            shutil.rmtree(spool, ignore_errors=True)
 
     def setup(self) -> None:
         """Accelerator (global batch split over processes), seed, output folder."""
@@ -124,6 +153,7 @@ class Engine:
         transformers.utils.logging.disable_progress_bar()
         self.hp = cfg.resolved_train()
         self.out_dir = Path(cfg.output.dir)
+        self.spool_dir = self.out_dir / SPOOL_DIR
         self.report_to = [r for r in cfg.output.report_to if r and r != "none"]
         self.accelerator = acc = Accelerator(
             cpu=launched_on_cpus(),  # gloo under torchrun on a machine without GPUs
@@ -154,6 +184,9 @@ class Engine:
         acc.wait_for_everyone()
 
     def prepare_data(self) -> None:
+        if self.plan.multi and any(e.data.streaming for e in self.plan.tasks.values()):
+            raise ConfigError("data.streaming", expected="a single-task recipe", found="a multi-task plan",
+                              fix="train each streamed task in its own recipe, or pass data.streaming=false")
         with self.accelerator.main_process_first():
             for i, (name, entry) in enumerate(self.plan.tasks.items()):
                 data = prepare_task_data(entry)
@@ -189,10 +222,11 @@ class Engine:
         """Tokenise, apply the strategy (trainability is decided there, and only there), loaders."""
         cfg, acc = self.cfg, self.accelerator
         rng = np.random.default_rng(cfg.train.seed)
-        with acc.main_process_first():
-            for r in self.runs.values():
-                tokenize_run(r, self.tokenizer, cfg, rng)
         self.strategy = get_strategy(cfg.strategy)
+        # each node's first process tokenises (datasets' cache, a stream's spool file); the others read it
+        with acc.local_main_process_first():
+            for r in self.runs.values():
+                tokenize_run(r, self.tokenizer, cfg, rng, self.strategy.uses_feature_cache, self.spool_dir)
         tuned = self.tune_encoder()
         self.trained = self.strategy.apply(self.model)
         self.trainable, self.total = count_params(self.trained)
@@ -235,8 +269,15 @@ class Engine:
         cfg, acc, hp = self.cfg, self.accelerator, self.hp
         groups = self.strategy.param_groups(self.trained, hp["lr"], hp["head_lr"], cfg.train.weight_decay)
         self.batches = {n: len(r.loaders["train"]) for n, r in self.runs.items()}
-        self.train_rows = {n: len(r.loaders["train"].sampler) for n, r in self.runs.items()}
+        self.train_rows = {n: r.train_rows() for n, r in self.runs.items()}
         self.steps_in_epoch = sum(self.batches.values())
+        self.every_eval = cfg.eval.every_steps
+        if self.streamed:  # one loop-epoch of train.max_steps; evaluated every tenth of it by default
+            hp["epochs"] = 1
+            self.every_eval = self.every_eval or max(1, math.ceil(cfg.train.max_steps / STREAM_EVALUATIONS))
+            self.say(f"[nlp_transfer] streaming: {cfg.train.max_steps} steps of {cfg.train.batch_size} rows, "
+                     f"held-out: {next(iter(self.runs.values())).data.stats['held_out_source']}, "
+                     f"evaluating every {self.every_eval} steps")
         self.eval_every_epochs = self.step_budget()
         optimizer, scheduler, self.total_steps = build_optimizer(groups, hp["head_lr"], acc.device,
                                                                  self.steps_in_epoch, cfg.train, hp["epochs"])
@@ -260,7 +301,7 @@ class Engine:
         ``train.epochs`` is its default). Returns every how many epochs to evaluate, so that a
         budget of 60 short epochs keeps the evaluations of the default epochs."""
         cfg, hp = self.cfg, self.hp
-        if not (self.strategy.step_budget and cfg.train.min_steps and cfg.train.epochs is None):
+        if not (self.strategy.step_budget and cfg.train.min_steps and cfg.train.epochs is None) or self.streamed:
             return 1
         per_epoch = math.ceil(self.steps_in_epoch / cfg.train.gradient_accumulation_steps)
         need = math.ceil(cfg.train.min_steps / per_epoch)
@@ -342,7 +383,9 @@ class Engine:
             r.pass_no += 1
         r.generator.manual_seed(self.cfg.train.seed + 1000 * r.index + r.pass_no)
         loader = r.loaders["train"]
-        if skip:
+        if r.stream is not None:  # the stream skips the consumed rows itself, untokenised
+            r.stream.start_row = skip * self.cfg.train.batch_size
+        elif skip:
             loader = self.accelerator.skip_first_batches(loader, skip)
         r.iterator, r.consumed = iter(loader), skip
 
@@ -399,6 +442,8 @@ class Engine:
         for n, pos in state["tasks"].items():
             r = self.runs[n]
             r.pass_no, r.running, r.gap_warned = pos["pass_no"], list(pos["running"]), pos["gap_warned"]
+            if r.stream is not None:
+                r.stream.pass_rows = list(pos.get("stream_passes") or [])
             if pos["live"]:
                 # Start the iterator (and fetch one batch) *before* restoring the RNG: building a
                 # DataLoader iterator draws a base seed from the global RNG, which the uninterrupted
@@ -445,7 +490,7 @@ class Engine:
         cfg, acc, hp = self.cfg, self.accelerator, self.hp
         self.state.step = self.step
         self.fire("on_train_begin")
-        out_cfg, every_eval = cfg.output, cfg.eval.every_steps
+        out_cfg, every_eval = cfg.output, self.every_eval
         t_loop = time.time()
         self.timing["setup_s"] = t_loop - self.t0
         progress = tqdm(total=self.total_steps, initial=self.step, desc=self.progress_label(), disable=not self.show)

@@ -100,8 +100,10 @@ def format_table(m: dict[str, Any], best_metric: str) -> str:
     rows.append(f"best epoch        {m['best_epoch']} of {m['epochs_run']} (by held-out {best_metric})")
     rows.append(f"stopped early     {'yes' if m['stopped_early'] else 'no'}")
     rows.append(f"strategy          {m['strategy']}  ({format_params(m['trainable_params'], m['total_params'])})")
-    rows.append(f"held-out / train  {m['data']['held_out_size']} / {m['data']['train_size']} examples "
-                f"({m['data'].get('duplicates_dropped', 0)} duplicates, {m['data'].get('leaked_dropped', 0)} leaks dropped)")
+    d = m["data"]
+    dropped = "streamed: held-out texts kept out of training" if d.get("streamed") else \
+        f"{d.get('duplicates_dropped', 0)} duplicates, {d.get('leaked_dropped', 0)} leaks dropped"
+    rows.append(f"held-out / train  {d['held_out_size']} / {d['train_size']} examples ({dropped})")
     rows.append(f"wall time         {m['wall_s']:.1f} s")
     line = "-" * max(len(r) for r in rows)
     return "\n".join([line] + rows + [line])

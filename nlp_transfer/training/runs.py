@@ -23,6 +23,7 @@ from nlp_transfer.model import TASKS, TaskSpec
 from nlp_transfer.config.multitask import MultiTaskConfig, MultiTaskSettings, TaskEntry
 from nlp_transfer.data.readers import READERS
 from nlp_transfer.tasks.imbalance import train_sampler
+from nlp_transfer.training import stream
 from nlp_transfer.training.evaluate import FeatureDataset, default_collator, model_inputs
 
 
@@ -81,6 +82,8 @@ class TaskRun:
     peeked: Any = None
     #: [sum of losses, batches] since the start of the epoch.
     running: list[float] = field(default_factory=lambda: [0.0, 0])
+    #: The training rows of a streamed split (training/stream.py), read as training goes.
+    stream: Any = None
 
     @property
     def num_labels(self) -> int | None:
@@ -100,7 +103,13 @@ class TaskRun:
     def position(self) -> dict[str, Any]:
         """What a checkpoint records to put this task's data iterator back where it was."""
         return {"pass_no": self.pass_no, "consumed": self.consumed, "live": self.iterator is not None,
-                "running": list(self.running), "gap_warned": self.gap_warned}
+                "running": list(self.running), "gap_warned": self.gap_warned,
+                "stream_passes": list(self.stream.pass_rows) if self.stream is not None else None}
+
+    def train_rows(self) -> int:
+        """Rows of one pass of the train loader (a stream's: the rows of its step budget)."""
+        loader = self.loaders["train"]
+        return len(self.stream) if self.stream is not None else len(loader.sampler)
 
 
 def prepare_task_data(entry: TaskEntry) -> Any:
@@ -111,6 +120,9 @@ def prepare_task_data(entry: TaskEntry) -> Any:
             raise ConfigError(f"tasks.{entry.name}.reader", expected="only for sequence_classification/regression",
                               found=f"reader with task={entry.task}", fix="remove the reader")
         return prepare_data(entry.data, entry.task, raw=READERS[entry.reader](entry.data))
+    if entry.data.streaming:
+        from nlp_transfer.data.streaming import prepare_stream
+        return prepare_stream(entry.data, entry.task)
     return spec.prepare(entry.data) if spec.prepare else prepare_data(entry.data, entry.task)
 
 
@@ -119,21 +131,42 @@ def prepare_task_data(entry: TaskEntry) -> Any:
 HELD_OUT_KEEP = 2000
 
 
-def tokenize_run(r: TaskRun, tokenizer: Any, cfg: RecipeConfig, rng: np.random.Generator) -> None:
+def tokenize_run(r: TaskRun, tokenizer: Any, cfg: RecipeConfig, rng: np.random.Generator,
+                 features: bool = False, spool_dir: Path | None = None) -> None:
     """Tokenise the splits (the task's hook, e.g. NER word alignment, or the core), draw the seeded
-    train sample, and drop the raw splits: that unmaps their Arrow files (1M rows: ~100 MB)."""
+    train sample, and drop the raw splits: that unmaps their Arrow files (1M rows: ~100 MB).
+
+    A streamed train split (``data.streaming``) is read as training goes (``r.stream``) and its
+    sample is its first rows; for a strategy that trains on ``features`` it is spooled to disk in
+    ``spool_dir`` first (training/stream.py)."""
     def tok(ds: Any) -> Any:
         if r.spec.tokenize is not None:
             return r.spec.tokenize(ds, tokenizer, cfg.model.max_length, r.label_names, r.entry.data)
         return tokenize(ds, tokenizer, cfg.model.max_length, getattr(r.entry.data, "num_proc", None))
 
-    r.train_tok, r.held_tok = tok(r.data.train), tok(r.data.held_out)
+    streamed = getattr(r.data, "streamed", False)
+    r.held_tok = tok(r.data.held_out)
     r.test_tok = tok(r.data.test) if (cfg.eval.use_test and r.data.test) else None
     r.has_pair = r.data.has_pair
+    if not streamed:
+        r.train_tok = tok(r.data.train)
+    elif features:
+        r.train_tok = stream.spool(r.data.train, tokenizer, cfg.model.max_length, r.has_pair,
+                                   Path(spool_dir) / f"{r.name}.arrow", feats.process_state().is_local_main_process)
+    else:
+        t = cfg.train
+        r.stream = stream.StreamRows(r.data.train, tokenizer, cfg.model.max_length, r.has_pair,
+                                     t.max_steps * t.gradient_accumulation_steps * t.batch_size, t.seed,
+                                     r.entry.data.shuffle_buffer)
+        r.train_tok = stream.stream_sample(r.data.train, cfg.eval.train_sample_size, tokenizer,
+                                           cfg.model.max_length, r.has_pair)
     held = r.data.held_out
     r.held_rows = held.select(range(min(HELD_OUT_KEEP, len(held)))).to_list() if held is not None else []
     r.data = dataclasses.replace(r.data, train=None, held_out=None, test=None)
     n_sample = min(cfg.eval.train_sample_size, len(r.train_tok))
+    if r.stream is not None:  # the stream's first rows, all of them
+        r.sample_idx = np.arange(n_sample)
+        return
     r.sample_idx = np.sort(rng.choice(len(r.train_tok), size=n_sample, replace=False)) if n_sample \
         else np.array([], int)
 
@@ -218,11 +251,17 @@ def _token_loaders(r: TaskRun, collate: Callable, cfg: RecipeConfig, tag: str | 
         return model_inputs(ds.select(np.argsort(column_numpy(ds, "length"), kind="stable")))
 
     g, bs, ebs = r.generator, cfg.train.batch_size, cfg.eval.batch_size
+    c = with_task(collate, tag)
+    if r.stream is not None:  # shuffled by the stream's buffer; the sample is the stream's first rows
+        train = DataLoader(r.stream, batch_size=bs, collate_fn=c)
+        return {"train": train, "held_out": DataLoader(sorted_eval(r.held_tok), batch_size=ebs, collate_fn=c),
+                "sample": DataLoader(sorted_eval(r.train_tok), batch_size=ebs, collate_fn=c),
+                "test": DataLoader(sorted_eval(r.test_tok), batch_size=ebs, collate_fn=c)
+                if r.test_tok is not None else None}
     sampler = train_sampler(cfg, r.spec, r.train_tok, g)  # train.balanced_sampler
     if sampler is None:
         sampler = LengthGroupedSampler(bs, lengths=column_numpy(r.train_tok, "length").tolist(), generator=g) \
             if cfg.train.group_by_length else torch.utils.data.RandomSampler(r.train_tok, generator=g)
-    c = with_task(collate, tag)
     return {"train": DataLoader(model_inputs(r.train_tok), batch_size=bs, sampler=sampler, collate_fn=c),
             "held_out": DataLoader(sorted_eval(r.held_tok), batch_size=ebs, collate_fn=c),
             "sample": DataLoader(sorted_eval(r.train_tok.select(r.sample_idx)), batch_size=ebs, collate_fn=c),
