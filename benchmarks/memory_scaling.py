@@ -18,7 +18,15 @@ features for 1M sentences would take hours on 2 CPU cores, and the point here is
 library holds per row, not the encoder's speed. Targets: peak RSS(1M) <= 1.5x peak RSS(10k);
 wall time linear in the rows (the exponent of a log-log fit is reported).
 
-    python benchmarks/memory_scaling.py [--rows 10000,100000,1000000] [--json out.json]
+``--mode`` picks what runs on each size (issue 17 item 2 for the streamed ones):
+
+* ``frozen`` (default): the loaded path above;
+* ``stream-full``: ``data.streaming=true``, ``full`` for ``STREAM_STEPS`` steps of 32 rows (held-out:
+  the first 1,000 streamed rows): what is held must not grow with the file;
+* ``stream-frozen``: ``data.streaming=true``, ``frozen``: the tokenised stream spooled to disk in
+  chunks, then sharded, cached extraction and one epoch of the head.
+
+    python benchmarks/memory_scaling.py [--rows 10000,100000,1000000] [--mode frozen] [--json out.json]
 """
 from __future__ import annotations
 
@@ -47,6 +55,9 @@ if str(ROOT) not in sys.path:
 from benchmarks import common  # noqa: E402
 
 DEFAULT_ROWS = (10_000, 100_000, 1_000_000)
+MODES = ("frozen", "stream-full", "stream-frozen")
+#: Optimizer steps of the stream-full mode (batch 32: 9,600 rows read whatever the file's size).
+STREAM_STEPS = 300
 PREFIXES = ("", "well ,", "honestly ,", "in short ,", "all in all ,", "frankly ,", "to be fair ,", "overall ,")
 
 
@@ -140,8 +151,9 @@ class RssSampler:
         self._thread.join()
 
 
-def child(data_file: str, model_dir: str, work: str, epochs: int = 1) -> dict[str, Any]:
-    """One size, in this (fresh) process: data preparation + ``epochs`` of frozen training."""
+def child(data_file: str, model_dir: str, work: str, epochs: int = 1, mode: str = "frozen") -> dict[str, Any]:
+    """One size, in this (fresh) process: data preparation + ``epochs`` of frozen training (or a
+    streamed ``mode``: see the module doc)."""
     import warnings
 
     import datasets
@@ -153,11 +165,14 @@ def child(data_file: str, model_dir: str, work: str, epochs: int = 1) -> dict[st
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore")
     base_rss = common.current_rss_mb()  # after the imports: torch, transformers, datasets
+    streamed = mode.startswith("stream")
+    data = {"name": data_file, "text_column": "sentence", "label_column": "label", "streaming": streamed}
+    train_cfg: dict[str, Any] = {"epochs": epochs, "batch_size": 32, "head_lr": 1e-3}
+    if mode == "stream-full":
+        train_cfg = {"max_steps": STREAM_STEPS, "batch_size": 32, "lr": 1e-4}
     cfg = Recipe(model={"name": model_dir, "max_length": 128},
-                 data={"name": data_file, "text_column": "sentence", "label_column": "label"},
-                 strategy={"name": "frozen", "cache_features": True},
-                 train={"epochs": epochs, "batch_size": 32, "head_lr": 1e-3},
-                 eval={"patience": epochs},
+                 data=data, strategy={"name": "full" if mode == "stream-full" else "frozen", "cache_features": True},
+                 train=train_cfg, eval={"patience": epochs},
                  output={"dir": str(Path(work) / "out"), "report_to": ["none"], "progress_bars": False,
                          "overwrite": True, "cache_dir": str(Path(work) / "features"),
                          "checkpoint_every_epoch": False})
@@ -174,7 +189,7 @@ def child(data_file: str, model_dir: str, work: str, epochs: int = 1) -> dict[st
 
 
 def run_size(n_rows: int, sentences: Sequence[str], labels: Sequence[int], model_dir: str, work: Path,
-             timeout: float | None = None) -> dict[str, Any]:
+             timeout: float | None = None, mode: str = "frozen") -> dict[str, Any]:
     """Synthesise ``n_rows`` rows and run :func:`child` on them in a fresh subprocess."""
     d = work / f"rows_{n_rows}"
     d.mkdir(parents=True, exist_ok=True)
@@ -184,18 +199,19 @@ def run_size(n_rows: int, sentences: Sequence[str], labels: Sequence[int], model
     result = d / "result.json"
     env = dict(os.environ, HF_DATASETS_CACHE=str(d / "hf_datasets"))  # a cold datasets cache per size
     load0 = os.getloadavg()[0]
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(data_file), model_dir,
-                           str(d), str(result)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--child", str(data_file),
+                           model_dir, str(d), str(result)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0 or not result.is_file():
         raise RuntimeError(f"memory child for {n_rows} rows failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     out = json.loads(result.read_text())
-    out.update(rows=n_rows, file_mb=data_file.stat().st_size / 2**20, synth_s=synth_s, loadavg_1m=round(load0, 2))
+    out.update(rows=n_rows, file_mb=data_file.stat().st_size / 2**20, synth_s=synth_s, loadavg_1m=round(load0, 2),
+               mode=mode)
     return out
 
 
 def run_scaling(rows: Sequence[int] = DEFAULT_ROWS, log: Callable[[str], Any] = print,
                 sentences: Sequence[str] | None = None, labels: Sequence[int] | None = None,
-                keep: bool = False) -> dict[str, Any]:
+                keep: bool = False, mode: str = "frozen") -> dict[str, Any]:
     """Every size in its own process; peak RSS ratio (largest / smallest) and time exponent."""
     if sentences is None:
         sentences, labels = sst2_sentences()
@@ -205,7 +221,7 @@ def run_scaling(rows: Sequence[int] = DEFAULT_ROWS, log: Callable[[str], Any] = 
         model_dir = common.save_tiny_bert(work / "tiny_bert")
         results = []
         for n in rows:
-            r = run_size(n, sentences, labels, model_dir, work)
+            r = run_size(n, sentences, labels, model_dir, work, mode=mode)
             log(f"  {n:>9,d} rows: peak RSS {r['peak_rss_mb']:7.0f} MiB (anon {r['peak_anon_mb']:.0f}, file "
                 f"{r['peak_file_mb']:.0f}), wall {r['wall_s']:7.1f} s (load {r['loadavg_1m']:.2f})")
             results.append(r)
@@ -220,20 +236,21 @@ def run_scaling(rows: Sequence[int] = DEFAULT_ROWS, log: Callable[[str], Any] = 
             "rss_ratio": results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"],
             "anon_ratio": results[-1]["peak_anon_mb"] / max(results[0]["peak_anon_mb"], 1e-9),
             "time_exponent": growth_exponent(sizes, [r["wall_s"] for r in results]),
-            "target_rss_ratio": 1.5}
+            "target_rss_ratio": 1.5, "mode": mode}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default=",".join(str(r) for r in DEFAULT_ROWS))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--mode", default="frozen", choices=MODES)
     ap.add_argument("--child", nargs=4, metavar=("DATA", "MODEL", "WORK", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         data, model, work, result = args.child
-        Path(result).write_text(json.dumps(child(data, model, work)))
+        Path(result).write_text(json.dumps(child(data, model, work, mode=args.mode)))
         return 0
-    res = run_scaling([int(x) for x in args.rows.split(",")])
+    res = run_scaling([int(x) for x in args.rows.split(",")], mode=args.mode)
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=2))
     if args.json:
         common.write_json(args.json, {"memory": res})

@@ -33,8 +33,16 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("strategy,rows", [("full", 112), ("frozen", 112), ("full", 101), ("frozen", 101)])
-def test_two_processes_match_one(tiny_model, tmp_path, strategy, rows):
+#: data.streaming: the main process reads the stream and sends each process its slice of every
+#: global batch (full); frozen spools it once per node and extracts sharded.
+STREAM = ("data.streaming=true", "data.shuffle_buffer=32", "train.epochs=null", "train.max_steps=10",
+          "eval.every_steps=5")
+
+
+@pytest.mark.parametrize("strategy,rows,extra", [("full", 112, ()), ("frozen", 112, ()), ("full", 101, ()),
+                                                 ("frozen", 101, ()), ("full", 101, STREAM),
+                                                 ("frozen", 101, STREAM[:2])])
+def test_two_processes_match_one(tiny_model, tmp_path, strategy, rows, extra):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     # 112 train rows = 7 full global batches of 16; 101 = 6 of 16 and a last one of 5, which
     # Accelerate fills to 16 on 2 processes (the engine trains only the 5 real rows, weighted).
@@ -43,17 +51,19 @@ def test_two_processes_match_one(tiny_model, tmp_path, strategy, rows):
     write_csv(tmp_path / "d" / "dev.csv", make_rows(29, seed=5))
     env = _env(tmp_path)
     one = subprocess.run([sys.executable, "-m", "nlp_transfer.cli", "train", *_args(tiny_model, tmp_path / "d",
-                                                                                    tmp_path / "one", strategy)],
+                                                                                    tmp_path / "one", strategy), *extra],
                          env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
-                          "-m", "nlp_transfer.cli", "train", *_args(tiny_model, tmp_path / "d", tmp_path / "two", strategy)],
+                          "-m", "nlp_transfer.cli", "train", *_args(tiny_model, tmp_path / "d", tmp_path / "two", strategy),
+                          *extra],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "note: the encoder trains with its own dropout" not in two.stdout + two.stderr  # exact: no note
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m1["num_processes"] == 1 and m2["num_processes"] == 2
+    assert len(m1["history"]) == len(m2["history"]) == 2 and bool(m2["data"].get("streamed")) == bool(extra)
     for rec1, rec2 in zip(m1["history"], m2["history"]):
         # every held-out example counted exactly once on both
         assert rec1["held_out"]["n"] == rec2["held_out"]["n"] == 29
