@@ -172,7 +172,7 @@ def child(data_file: str, model_dir: str, work: str, epochs: int = 1, mode: str 
         train_cfg = {"max_steps": STREAM_STEPS, "batch_size": 32, "lr": 1e-4}
     cfg = Recipe(model={"name": model_dir, "max_length": 128},
                  data=data, strategy={"name": "full" if mode == "stream-full" else "frozen", "cache_features": True},
-                 train=train_cfg, eval={"patience": epochs},
+                 train=train_cfg, eval={"patience": 100 if mode == "stream-full" else epochs},  # every step read
                  output={"dir": str(Path(work) / "out"), "report_to": ["none"], "progress_bars": False,
                          "overwrite": True, "cache_dir": str(Path(work) / "features"),
                          "checkpoint_every_epoch": False})
