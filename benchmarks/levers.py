@@ -37,7 +37,8 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import common  # noqa: E402
 
-LEVERS = ("fused_adamw", "compile", "tokenize_num_proc", "feature_batching", "train_sample_check", "threads")
+LEVERS = ("fused_adamw", "compile", "tokenize_num_proc", "feature_batching", "train_sample_check", "threads",
+          "length_grouping")
 
 
 def _timeit(fn: Callable[[], Any], n: int, warmup: int = 1) -> float:
@@ -298,6 +299,63 @@ def lever_threads(quick: bool, work: Path) -> dict[str, Any]:
     res["speedup_2_over_1"] = res["threads_1_ms"] / res["threads_2_ms"]
     res["summary"] = (f"full step 2 threads {res['threads_2_ms']:.0f} ms vs 1 thread {res['threads_1_ms']:.0f} ms "
                       f"({res['speedup_2_over_1']:.2f}x at load {res['loadavg_1m']})")
+    return res
+
+
+def _epoch_batches(texts: list[str], labels: list[int], tok: Any, order: list[int], pad_to: int | None) -> list[dict]:
+    import torch
+    bs = common.BATCH_SIZE
+    out = []
+    for start in range(0, len(order), bs):
+        b = order[start:start + bs]
+        enc = tok([texts[i] for i in b], truncation=True, max_length=common.MAX_LENGTH, padding=True,
+                  pad_to_multiple_of=pad_to, return_tensors="pt")
+        enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        enc["labels"] = torch.tensor([labels[i] for i in b])
+        out.append(enc)
+    return out
+
+
+def lever_length_grouping(quick: bool, work: Path) -> dict[str, Any]:
+    """One epoch of full fine-tuning steps (forward, backward, fused AdamW) over the batches of
+    ``train.length_grouping=sorted`` (our SortedBucketSampler), ``megabatch`` (transformers'
+    LengthGroupedSampler, what Trainer's group_by_length uses) and sorted padded to a multiple of 8;
+    two rounds in opposite orders, the per-scheme minimum."""
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from nlp_transfer.training.sampling import SortedBucketSampler
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    tok = AutoTokenizer.from_pretrained(path)
+    lens = common.token_lengths(texts, tok)
+    g = torch.Generator().manual_seed(common.SEED)
+    orders = {"megabatch": list(LengthGroupedSampler(common.BATCH_SIZE, lengths=lens, generator=g)),
+              "sorted": list(SortedBucketSampler(lens, common.BATCH_SIZE, torch.Generator().manual_seed(common.SEED)))}
+    schemes = {"megabatch": (orders["megabatch"], None), "sorted": (orders["sorted"], None),
+               "sorted_pad8": (orders["sorted"], 8)}
+    batches = {k: _epoch_batches(texts, labels, tok, o, p) for k, (o, p) in schemes.items()}
+    res: dict[str, Any] = {"rows": len(texts), "threads": torch.get_num_threads(), "real_tokens": int(sum(lens))}
+    for k, bs in batches.items():
+        res[f"{k}_padded_tokens"] = int(sum(b["input_ids"].numel() for b in bs))
+        res[f"{k}_real_share"] = res["real_tokens"] / res[f"{k}_padded_tokens"]
+    times: dict[str, list[float]] = {k: [] for k in batches}
+    for names in (list(batches), list(batches)[::-1]):
+        for k in names:
+            torch.manual_seed(0)
+            step = _train_step_fn(_transfer_model(path).train(), batches[k])
+            step(0)  # warm-up
+            times[k].append(sum(step(i) for i in range(len(batches[k]))))
+    for k in batches:
+        res[f"{k}_epoch_s"] = min(times[k])
+    res["speedup_sorted"] = res["megabatch_epoch_s"] / res["sorted_epoch_s"]
+    res["speedup_sorted_pad8"] = res["megabatch_epoch_s"] / res["sorted_pad8_epoch_s"]
+    res["summary"] = (f"epoch of full steps at {res['threads']} threads: sorted {res['sorted_epoch_s']:.1f} s "
+                      f"({res['sorted_real_share']:.1%} real tokens) vs megabatch {res['megabatch_epoch_s']:.1f} s "
+                      f"({res['megabatch_real_share']:.1%}): {res['speedup_sorted']:.2f}x; sorted + pad to 8: "
+                      f"{res['sorted_pad8_epoch_s']:.1f} s ({res['speedup_sorted_pad8']:.2f}x)")
     return res
 
 

@@ -167,3 +167,43 @@ def test_single_texts_store_only_token_ids_and_features_match_full_masks(tiny_mo
     with torch.no_grad():
         want = model.encode(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).numpy()
     assert np.allclose(got, want, atol=1e-5)
+
+
+def test_sorted_buckets_pad_less_than_megabatches_and_stay_seeded() -> None:
+    """train.length_grouping=sorted: every row once per pass, full batches of (nearly) one length in
+    shuffled order, the short batch last holding the shortest rows; seeded; a new order each pass."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from nlp_transfer.training.sampling import SortedBucketSampler
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(2.8, 0.6, 1003).astype(int), 2, 128)
+
+    def batches(sampler):
+        order = list(sampler)
+        assert sorted(order) == list(range(len(lengths)))
+        return [order[i:i + 32] for i in range(0, len(order), 32)]
+
+    def padded(bs):
+        return sum(len(b) * lengths[b].max() for b in bs)
+
+    g = torch.Generator().manual_seed(5)
+    s = SortedBucketSampler(lengths, 32, g)
+    first, second = batches(s), batches(s)
+    assert first != second and batches(SortedBucketSampler(lengths, 32, torch.Generator().manual_seed(5))) == first
+    assert len(first[-1]) == 1003 % 32 and lengths[first[-1]].max() <= lengths[np.concatenate(first[:-1])].min()
+    assert padded(first) == padded(second)
+    grouped = batches(LengthGroupedSampler(32, lengths=lengths.tolist(), generator=torch.Generator().manual_seed(5)))
+    best = np.sort(lengths)[::-1]  # the least padding any batching of these rows can have
+    assert padded(first) == sum(len(c) * c.max() for c in np.array_split(best, range(32, len(best), 32)))
+    assert padded(first) < 0.95 * padded(grouped)
+
+
+def test_length_grouping_is_a_checked_choice() -> None:
+    with pytest.raises(ConfigError, match="train.length_grouping"):
+        Recipe(train={"length_grouping": "random"})
+
+
+def test_sorted_length_grouping_trains_through_the_engine(tiny_model, toy_csv, tmp_path) -> None:
+    kw = recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", "full", train={"epochs": 2, "length_grouping": "sorted"})
+    r = train(Recipe(**kw))
+    assert r.metrics["history"][-1]["held_out"]["accuracy"] > 0.8 and r.metrics["best_step"] > 0

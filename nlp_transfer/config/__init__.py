@@ -296,6 +296,10 @@ def _check_class_weights(value: Any) -> None:
                       fix="pass train.class_weights=auto, or train.class_weights={spam: 3.0}")
 
 
+#: ``train.length_grouping`` values (training/sampling.py SortedBucketSampler; transformers' sampler).
+LENGTH_GROUPING = ("sorted", "megabatch")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings. ``null`` values take the strategy's defaults."""
@@ -312,8 +316,14 @@ class TrainConfig:
     lr_scheduler: str = "linear"
     max_grad_norm: float = 1.0
     seed: int = 42
-    #: Batches of similar length (less padding); shuffled within and across mega-batches.
+    #: Batches of similar length (less padding).
     group_by_length: bool = True
+    #: How: "megabatch" (transformers' LengthGroupedSampler, Trainer's group_by_length: sorted within
+    #: mega-batches of 50 batches, 91.6% real tokens on SST-2) or "sorted" (every pass sorted by length
+    #: with random ties, batch order shuffled: 98.0%). Measured on a full epoch (benchmarks/levers.py
+    #: length_grouping): sorted is 1.07x faster at 1 CPU thread, 0.98x at 2 (its short batches use two
+    #: threads poorly), so the default stays Trainer's.
+    length_grouping: str = "megabatch"
     #: "auto" takes it from the accelerate config / launcher (bf16 on GPU configs).
     mixed_precision: str = "auto"
     #: torch.compile(dynamic=True) the training forward/backward (full, partial, lora; frozen trains a
@@ -336,6 +346,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _coerce_numbers(self)
         _check_class_weights(self.class_weights)
+        _check_choice("train", "length_grouping", self.length_grouping, LENGTH_GROUPING)
         _check_positive("train", "epochs", self.epochs, allow_none=True)
         if self.epochs is not None and int(self.epochs) != self.epochs:
             raise ConfigError("train.epochs", expected="a whole number >= 1",

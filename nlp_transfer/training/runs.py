@@ -25,6 +25,7 @@ from nlp_transfer.data.readers import READERS
 from nlp_transfer.tasks.imbalance import train_sampler
 from nlp_transfer.training import stream
 from nlp_transfer.training.evaluate import FeatureDataset, default_collator, model_inputs
+from nlp_transfer.training.sampling import SortedBucketSampler
 
 
 @dataclass
@@ -259,9 +260,12 @@ def _token_loaders(r: TaskRun, collate: Callable, cfg: RecipeConfig, tag: str | 
                 "test": DataLoader(sorted_eval(r.test_tok), batch_size=ebs, collate_fn=c)
                 if r.test_tok is not None else None}
     sampler = train_sampler(cfg, r.spec, r.train_tok, g)  # train.balanced_sampler
-    if sampler is None:
-        sampler = LengthGroupedSampler(bs, lengths=column_numpy(r.train_tok, "length").tolist(), generator=g) \
-            if cfg.train.group_by_length else torch.utils.data.RandomSampler(r.train_tok, generator=g)
+    if sampler is None and not cfg.train.group_by_length:
+        sampler = torch.utils.data.RandomSampler(r.train_tok, generator=g)
+    elif sampler is None and cfg.train.length_grouping == "sorted":
+        sampler = SortedBucketSampler(column_numpy(r.train_tok, "length"), bs, g)
+    elif sampler is None:
+        sampler = LengthGroupedSampler(bs, lengths=column_numpy(r.train_tok, "length").tolist(), generator=g)
     return {"train": DataLoader(model_inputs(r.train_tok), batch_size=bs, sampler=sampler, collate_fn=c),
             "held_out": DataLoader(sorted_eval(r.held_tok), batch_size=ebs, collate_fn=c),
             "sample": DataLoader(sorted_eval(r.train_tok.select(r.sample_idx)), batch_size=ebs, collate_fn=c),

@@ -3,7 +3,10 @@
 A one-task run is the degenerate case: every step draws its only task."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
+import torch
 
 from nlp_transfer.errors import ConfigError, DataError
 from nlp_transfer.config.multitask import SAMPLING
@@ -44,3 +47,34 @@ def combine_scores(values: dict[str, float], weights: dict[str, float], signs: d
     if tot <= 0:
         return float(np.mean([signs[k] * values[k] for k in values]))
     return float(sum(weights[k] * signs[k] * values[k] for k in values) / tot)
+
+
+class SortedBucketSampler(torch.utils.data.Sampler):
+    """Training order in length-sorted batches (``train.length_grouping=sorted``).
+
+    Each pass sorts the rows by length with random tie-breaking, cuts them into batches from the
+    longest down (the short remainder, the shortest rows, comes last, where the engine expects a
+    pass's short batch), and shuffles the order of the full batches. Rows of equal length change
+    company every pass. On SST-2 (4,000 sentences, batch 32) 98% of the tokens processed are real,
+    against 91% for transformers' ``LengthGroupedSampler`` (mega-batches of 50 batches), which
+    Trainer's ``group_by_length`` uses (benchmarks/common.py ``token_stats``).
+
+    Why not a library sampler: transformers' sorts within mega-batches only, torch has none."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, generator: torch.Generator) -> None:
+        self.lengths, self.batch_size, self.generator = np.asarray(lengths), int(batch_size), generator
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        n, bs = len(self.lengths), self.batch_size
+        jitter = torch.rand(n, generator=self.generator, dtype=torch.float64).numpy()
+        order = np.lexsort((jitter, -self.lengths))  # longest first, ties in random order
+        full = n // bs
+        perm = torch.randperm(full, generator=self.generator).numpy()
+        batches = [order[b * bs:(b + 1) * bs] for b in perm]
+        if n % bs:
+            batches.append(order[full * bs:])
+        for b in batches:
+            yield from b.tolist()
