@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import common  # noqa: E402
 
 LEVERS = ("fused_adamw", "compile", "tokenize_num_proc", "feature_batching", "train_sample_check", "threads",
-          "length_grouping")
+          "length_grouping", "eval_batch", "embedding_grads")
 
 
 def _timeit(fn: Callable[[], Any], n: int, warmup: int = 1) -> float:
@@ -128,10 +128,10 @@ def lever_fused_adamw(quick: bool, work: Path) -> dict[str, Any]:
     return res
 
 
-def _train_step_fn(model: Any, batches: list[dict[str, Any]]) -> Callable[[int], float]:
+def _train_step_fn(model: Any, batches: list[dict[str, Any]], fused: bool | None = None) -> Callable[[int], float]:
     import torch
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=fused)
 
     def step(i: int) -> float:
         t0 = time.perf_counter()
@@ -356,6 +356,75 @@ def lever_length_grouping(quick: bool, work: Path) -> dict[str, Any]:
                       f"({res['sorted_real_share']:.1%} real tokens) vs megabatch {res['megabatch_epoch_s']:.1f} s "
                       f"({res['megabatch_real_share']:.1%}): {res['speedup_sorted']:.2f}x; sorted + pad to 8: "
                       f"{res['sorted_pad8_epoch_s']:.1f} s ({res['speedup_sorted_pad8']:.2f}x)")
+    return res
+
+
+def lever_eval_batch(quick: bool, work: Path) -> dict[str, Any]:
+    """One evaluation as the engine runs it for a full fine-tune (SST-2's 872 dev sentences + the
+    512-row train sample, each sorted by length, forward only) at eval batch sizes 32..256: the
+    cost ``eval.batch_size`` controls. Batches are tokenised beforehand (the loop's collator cost is
+    the same for every size); median of 3 passes."""
+    import torch
+    from transformers import AutoTokenizer
+
+    path = _model_path(quick, work)
+    texts, _ = _texts(quick)
+    dev = common.load_sst2(8)[1].texts if common.sst2_available() else texts[:200]
+    tok = AutoTokenizer.from_pretrained(path)
+    sample = texts[:: max(1, len(texts) // 512)][:512]
+    rows = sorted(dev, key=len) + sorted(sample, key=len)
+    model = _transfer_model(path).eval()
+    res: dict[str, Any] = {"rows": len(rows), "threads": torch.get_num_threads()}
+    for bs in (32, 64, 128, 256):
+        batches = []
+        for part in (sorted(dev, key=lambda t: len(tok(t)["input_ids"])),
+                     sorted(sample, key=lambda t: len(tok(t)["input_ids"]))):
+            for i in range(0, len(part), bs):
+                enc = tok(part[i:i + bs], truncation=True, max_length=common.MAX_LENGTH, padding=True,
+                          return_tensors="pt")
+                batches.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+
+        def run() -> None:
+            with torch.inference_mode():
+                for b in batches:
+                    model(**b)
+        res[f"batch_{bs}_s"] = _timeit(run, 3, warmup=1)
+    best = min((32, 64, 128, 256), key=lambda b: res[f"batch_{b}_s"])
+    res["best_batch"] = best
+    res["summary"] = ("one evaluation (dev 872 + sample 512 rows) at " + ", ".join(
+        f"batch {b}: {res[f'batch_{b}_s']:.2f} s" for b in (32, 64, 128, 256)) + f" ({res['threads']} threads)")
+    return res
+
+
+def lever_embedding_grads(quick: bool, work: Path) -> dict[str, Any]:
+    """A full fine-tune step with the word-embedding matrix trained (Trainer's full fine-tune) or
+    frozen (its gradient is a dense vocab x hidden tensor, half of MiniLM's 22.7M parameters, and
+    AdamW updates all of it every step): the time a ``full`` strategy could save. Same batches,
+    interleaved rounds, median step."""
+    import torch
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 8 if quick else 24
+    batches = _grouped_batches(texts, labels, path, n)
+    res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads()}
+    times: dict[str, list[float]] = {"trained": [], "frozen": []}
+    for _ in range(2):
+        for k in times:
+            torch.manual_seed(0)
+            model = _transfer_model(path).train()
+            emb = model.encoder.embeddings.word_embeddings.weight
+            emb.requires_grad_(k == "trained")
+            res["embedding_params"] = emb.numel()
+            step = _train_step_fn(model, batches, fused=True)  # the engine's optimizer
+            step(0)
+            times[k].append(statistics.median(step(i) for i in range(n)))
+    for k, v in times.items():
+        res[f"{k}_ms"] = min(v) * 1e3
+    res["speedup"] = res["trained_ms"] / res["frozen_ms"]
+    res["summary"] = (f"full step with word embeddings frozen {res['frozen_ms']:.0f} ms vs trained {res['trained_ms']:.0f} ms "
+                      f"({res['speedup']:.2f}x; {res['embedding_params'] / 1e6:.1f}M parameters not updated; "
+                      f"{res['threads']} threads)")
     return res
 
 

@@ -120,7 +120,7 @@ def recipe_dict(strategy: str, data_dir: str, model_path: str, out_dir: str, *, 
         "strategy": strat,
         "train": train,
         # patience = epochs: never stops early, like the peer's fixed 3 epochs
-        "eval": {"patience": epochs, "batch_size": 128},
+        "eval": {"patience": epochs},  # eval.batch_size: the library default, as a user runs it
         "output": {"dir": out_dir, "report_to": ["none"], "progress_bars": False, "overwrite": True,
                    "cache_dir": cache_dir, "checkpoint_every_epoch": False},
     }

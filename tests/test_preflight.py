@@ -321,7 +321,7 @@ def test_batch_size_not_divisible_by_the_process_count(tiny_model, tmp_path, gpu
     conf = tmp_path / "cpu3.yaml"
     conf.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\nuse_cpu: true\n"
                     "num_processes: 3\nmixed_precision: 'no'\n")
-    cfg = recipe(tiny_model, tmp_path, "full")  # train.batch_size 16, eval.batch_size 128
+    cfg = recipe(tiny_model, tmp_path, "full", eval={"batch_size": 128})  # train.batch_size 16
     found = pf.problems(cfg, pf.LaunchPlan.from_accelerate_config(conf))
     assert [str(e) for e in found] == [
         "train.batch_size: expected a multiple of the 3 processes (each global batch is split across them), "
@@ -333,6 +333,9 @@ def test_batch_size_not_divisible_by_the_process_count(tiny_model, tmp_path, gpu
     assert pf.problems(ok, pf.LaunchPlan.from_env({"WORLD_SIZE": "3"})) == []
     with pytest.raises(ConfigError, match="train.batch_size"):
         pf.check(cfg, pf.LaunchPlan.from_env({"WORLD_SIZE": "3"}))
+    # eval.batch_size left unset: 32 rows per process, divisible on any process count
+    assert pf.problems(recipe(tiny_model, tmp_path, "full", train={"batch_size": 18}),
+                       pf.LaunchPlan.from_env({"WORLD_SIZE": "3"})) == []
 
 
 def test_unknown_metric_names(tiny_model, tmp_path, gpus):

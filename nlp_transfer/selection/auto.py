@@ -37,7 +37,7 @@ import torch
 from nlp_transfer.errors import is_main_process
 from nlp_transfer.log import configure as configure_logging
 from nlp_transfer.selection.decide import Decision, Signals, decide_strategy, explain
-from nlp_transfer.config import RecipeConfig
+from nlp_transfer.config import RecipeConfig, eval_batch_size
 from nlp_transfer.errors import ConfigError
 
 __all__ = ["AutoDecision", "measure_signals", "resolve_auto", "device_info", "estimate_full_epoch_seconds",
@@ -189,7 +189,8 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
                "pooling": pooling, "max_length": cfg.model.max_length}
         model.to(device)
         t_f = time.perf_counter()
-        feats, hit = cached_features(model, sample_tok, _collator(tokenizer), cfg.eval.batch_size, device, key,
+        ebs = eval_batch_size(cfg.eval.batch_size, state.num_processes, device.type != "cpu")
+        feats, hit = cached_features(model, sample_tok, _collator(tokenizer), ebs, device, key,
                                      cache_dir, "auto: probe features", cfg.output.progress_bars)
         meas["probe_features_s"] = round(time.perf_counter() - t_f, 2)
         meas["probe_features_cached"] = bool(hit)

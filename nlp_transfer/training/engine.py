@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nlp_transfer.training import checkpoint as ckpt
+from nlp_transfer.config import eval_batch_size
 from nlp_transfer.errors import ConfigError, NLPTransferError
 from nlp_transfer.training.step import build_optimizer, clip_parameters, compiled_step_model, training_step
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
@@ -178,6 +179,8 @@ class Engine:
         if self.plan.multi and (cfg.train.class_weights not in (None, "none") or cfg.train.balanced_sampler):
             raise ConfigError("train.class_weights / train.balanced_sampler", expected="unset in a multi-task recipe",
                               found="set", fix="remove them (they apply to single-task recipes)")
+        # None: the per-process default for this device, resolved here and saved with the config
+        cfg.eval.batch_size = eval_batch_size(cfg.eval.batch_size, acc.num_processes, acc.device.type != "cpu")
         set_seed(cfg.train.seed)
         if self.main:
             prepare_output_dir(self.out_dir, cfg.output.overwrite or bool(cfg.output.resume))

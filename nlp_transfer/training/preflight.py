@@ -419,7 +419,7 @@ def problems(cfg: Any, plan: LaunchPlan | None = None, model: Any = None) -> lis
     n = plan.num_processes
     if n > 1:
         for key, value in (("train.batch_size", cfg.train.batch_size), ("eval.batch_size", cfg.eval.batch_size)):
-            if value % n:
+            if value and value % n:  # eval.batch_size=None: a per-process default, always divisible
                 lower = (value // n) * n or n
                 found.append(ConfigError(
                     key, expected=f"a multiple of the {n} processes (each global batch is split across them)",
