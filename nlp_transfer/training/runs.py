@@ -109,8 +109,7 @@ class TaskRun:
 
     def train_rows(self) -> int:
         """Rows of one pass of the train loader (a stream's: the rows of its step budget)."""
-        loader = self.loaders["train"]
-        return len(self.stream) if self.stream is not None else len(loader.sampler)
+        return len(self.stream) if self.stream is not None else len(self.loaders["train"].sampler)
 
 
 def prepare_task_data(entry: TaskEntry) -> Any:
