@@ -203,7 +203,12 @@ def test_length_grouping_is_a_checked_choice() -> None:
         Recipe(train={"length_grouping": "random"})
 
 
-def test_sorted_length_grouping_trains_through_the_engine(tiny_model, toy_csv, tmp_path) -> None:
+def test_sorted_length_grouping_trains_through_the_engine(tiny_model, toy_csv, tmp_path, monkeypatch) -> None:
+    from nlp_transfer.training.sampling import SortedBucketSampler
+    passes = []
+    orig = SortedBucketSampler.__iter__
+    monkeypatch.setattr(SortedBucketSampler, "__iter__", lambda self: passes.append(len(self)) or orig(self))
     kw = recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", "full", train={"epochs": 2, "length_grouping": "sorted"})
     r = train(Recipe(**kw))
+    assert passes == [r.metrics["data"]["train_size"]] * 2  # the engine drew both epochs from it
     assert r.metrics["history"][-1]["held_out"]["accuracy"] > 0.8 and r.metrics["best_step"] > 0

@@ -29,6 +29,18 @@ from nlp_transfer.training.evaluate import MODEL_COLUMNS
 ENCODE_ROWS = 1000
 
 
+def encoded_chunks(rows: Iterator[dict[str, Any]], encode: Any, has_pair: bool) -> Iterator[dict[str, list]]:
+    """Columns (token ids, ``length``, ``label``) of :data:`ENCODE_ROWS` raw rows at a time."""
+    texts = ["text", "text_pair"] if has_pair else ["text"]
+    while True:
+        chunk = list(itertools.islice(rows, ENCODE_ROWS))
+        if not chunk:
+            return
+        enc = dict(encode({c: [r[c] for r in chunk] for c in texts}))
+        enc["label"] = [r["label"] for r in chunk]
+        yield enc
+
+
 class StreamRows(torch.utils.data.IterableDataset):
     """Tokenised training rows ``start_row .. start_row + rows`` of the endless sequence of passes
     over ``stream`` (a canonical, label-encoded IterableDataset).
@@ -40,8 +52,7 @@ class StreamRows(torch.utils.data.IterableDataset):
     def __init__(self, stream: Any, tokenizer: Any, max_length: int, has_pair: bool, rows: int, seed: int,
                  buffer: int) -> None:
         self.stream, self.rows, self.seed, self.buffer = stream, rows, seed, buffer
-        self.encode = token_encoder(tokenizer, max_length, has_pair)
-        self.text_columns = ["text", "text_pair"] if has_pair else ["text"]
+        self.encode, self.has_pair = token_encoder(tokenizer, max_length, has_pair), has_pair
         self.start_row = 0
         self.pass_rows: list[int] = []
 
@@ -53,13 +64,9 @@ class StreamRows(torch.utils.data.IterableDataset):
         return iter(s)
 
     def tokenised(self, rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        while True:
-            chunk = list(itertools.islice(rows, ENCODE_ROWS))
-            if not chunk:
-                return
-            enc = self.encode({c: [r[c] for r in chunk] for c in self.text_columns})
-            for i, r in enumerate(chunk):
-                yield {**{k: enc[k][i] for k in MODEL_COLUMNS if k in enc}, "label": r["label"]}
+        for enc in encoded_chunks(rows, self.encode, self.has_pair):
+            keys = [k for k in MODEL_COLUMNS if k in enc]
+            yield from (dict(zip(keys, values)) for values in zip(*(enc[k] for k in keys)))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         pos, end = self.start_row, self.start_row + self.rows
@@ -105,21 +112,14 @@ def spool(stream: Any, tokenizer: Any, max_length: int, has_pair: bool, path: Pa
     import pyarrow as pa
     from datasets import Dataset
     if writer:
-        rows = StreamRows(stream, tokenizer, max_length, has_pair, 0, 0, 0).tokenised(iter(stream))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{socket.gethostname()}-{os.getpid()}")
-        out, n = None, 0
+        out = None
         with open(tmp, "wb") as f:
-            while True:
-                chunk = list(itertools.islice(rows, ENCODE_ROWS))
-                if not chunk:
-                    break
-                cols = {k: [r[k] for r in chunk] for k in chunk[0]}
-                cols["length"] = [len(x) for x in cols["input_ids"]]
+            for cols in encoded_chunks(iter(stream), token_encoder(tokenizer, max_length, has_pair), has_pair):
                 batch = pa.RecordBatch.from_pydict(cols)
                 out = out or pa.ipc.new_stream(f, batch.schema)
                 out.write_batch(batch)
-                n += len(chunk)
             if out is None:
                 raise DataError("training stream", expected="rows to train on", found="an empty stream",
                                 fix="check the data, or lower data.held_out_rows")
