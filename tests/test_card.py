@@ -197,16 +197,20 @@ def test_not_an_output_folder_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "README.md").exists()
 
 
-@pytest.mark.parametrize("strategy", ["full", "frozen", "lora"])
+@pytest.mark.parametrize("strategy,pooling", [("full", "mean"), ("frozen", "mean"), ("lora", "mean"),
+                                              ("contrastive", "mean+normalize")])
 def test_plain_loading_snippet_reproduces_nlp_transfer_predictions(
-        strategy: str, hub, tiny_model: Path, toy_csv: Path, tmp_path: Path) -> None:
+        strategy: str, pooling: str, hub, tiny_model: Path, toy_csv: Path, tmp_path: Path) -> None:
     """Train a tiny run, push it to the local Hub, run the card's transformers/peft snippet."""
     from huggingface_hub import HfApi
 
     from conftest import recipe_kwargs
     from nlp_transfer import Recipe, load, train
 
-    result = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "out", strategy, train={"epochs": 1})))
+    kw = recipe_kwargs(tiny_model, toy_csv, tmp_path / "out", strategy, train={"epochs": 1},
+                       model={"name": str(tiny_model), "max_length": 32, "pooling": pooling},
+                       strategy={"name": strategy, "pair_rounds": 2})
+    result = train(Recipe(**kw))
     base_id = hub.new_repo_id("tiny-base")
     hub.seed_repo(base_id, tiny_model)  # the base model, reachable by id for the snippet
     repo_id = hub.new_repo_id(f"toy-{strategy}")

@@ -43,7 +43,7 @@ def test_unknown_key_names_valid_ones_and_suggests():
     ("train.lr=-1e-3", "train.lr: expected a number > 0"),
     ("train.epochs=0", "train.epochs: expected a number > 0, found 0"),
     ("train.batch_size=0", "train.batch_size: expected a number > 0, found 0"),
-    ("model.pooling=max", "model.pooling: expected one of ['auto', 'cls', 'mean']"),
+    ("model.pooling=max", "model.pooling: expected one of ['auto', 'cls', 'mean', 'cls+normalize', 'mean+normalize']"),
     ("task=ner", "recipe.task: expected one of"),
     ("strategy.unfreeze_top_k=-1", "strategy.unfreeze_top_k: expected an integer >= 0"),
     ("data.held_out_fraction=1.5", "data.held_out_fraction: expected a float in (0, 1)"),

@@ -172,3 +172,74 @@ def test_auto_recipe_chooses_contrastive_on_eight_examples_per_class(tiny_model,
     r = train(Recipe(**kw))
     assert r.metrics["strategy"] == "contrastive" and r.metrics["auto"]["decision"] == "contrastive"
     assert (r.output_dir / "checkpoints" / "contrastive" / "encoder.safetensors").is_file()
+
+
+# --------------------------------------------------------------------------- SetFit's head: normalised features, L2
+
+def _declares_normalize(tiny_model, folder):
+    """The tiny BERT declaring all-MiniLM-L6-v2's sentence embedding: mean pooling, then Normalize."""
+    import shutil
+    shutil.copytree(tiny_model, folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                  "pooling_mode_mean_tokens": True}))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    return folder
+
+
+def test_a_declared_normalize_reaches_the_head_the_reload_and_the_onnx_graph(tiny_model, toy_csv, tmp_path):
+    model = _declares_normalize(tiny_model, tmp_path / "st_model")
+    kw = _kw(model, toy_csv, tmp_path / "o")
+    kw["model"] = {**kw["model"], "pooling": "auto"}
+    r = train(Recipe(**kw))
+    assert r.metrics["pooling"] == "mean+normalize"
+    probe = ["alpha beta gamma", "stock market shares", "football goal match"]
+    predictor = load(r.output_dir)
+    assert json.loads((r.output_dir / "nlp_transfer.json").read_text())["pooling"] == "mean+normalize"
+    enc = predictor.tokenizer(probe, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        vec = predictor.model.encode(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(vec.norm(dim=-1), torch.ones(3), atol=1e-5)
+    out = tmp_path / "onnx"
+    r.export(out=out)
+    assert abs(load(out).predict_proba(probe) - predictor.predict_proba(probe)).max() <= 1e-4
+    # frozen keeps the declared pooling without the normalisation (its head and defaults are tuned on it)
+    fz = recipe_kwargs(model, toy_csv, tmp_path / "f", "frozen", model={"name": str(model), "pooling": "auto"},
+                       train={"epochs": 1})
+    assert train(Recipe(**fz)).metrics["pooling"] == "mean"
+
+
+def test_the_head_is_penalised_as_scikit_learns_logistic_regression(tiny_model, toy_csv, tmp_path):
+    def head_norm(c, name):
+        r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / name, strategy={"head_c": c},
+                               train={"epochs": 20})))
+        return r, float(r.model.head.out.weight.detach().norm())
+    strong, strong_norm = head_norm(0.01, "strong")
+    none, none_norm = head_norm(None, "none")
+    n = strong.metrics["data"]["train_size"]
+    assert strong.model.head_l2 == pytest.approx(1 / (2 * 0.01 * n))  # sklearn's C*sum(CE) + |W|^2/2, over C*n
+    assert none.model.head_l2 == 0.0
+    assert strong_norm < 0.7 * none_norm, "the penalty did not shrink the head"
+    with pytest.raises(ConfigError, match=r"strategy.head_c.*> 0.*found 0"):
+        Recipe(strategy={"name": "contrastive", "head_c": 0})
+
+
+def test_lora_pair_phase_folds_its_adapters_into_a_plain_encoder(tiny_model, toy_csv, tmp_path):
+    r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / "o", strategy={"pair_adapter": "lora", "lora_r": 4},
+                           train={"lr": 1e-3})))
+    base = AutoModel.from_pretrained(str(tiny_model)).state_dict()
+    tuned = load_file(str(r.output_dir / "encoder" / "model.safetensors"))
+    assert set(tuned) == set(base), "adapter keys reached the saved encoder"
+    moved = {k.split(".")[-2] for k in tuned if not torch.equal(tuned[k], base[k])}
+    assert moved == {"query", "value"}, f"only the adapted projections change, got {moved}"
+    probe = ["alpha beta gamma", "stock market shares"]
+    predictor = load(r.output_dir)
+    enc = predictor.tokenizer(probe, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = r.model.eval()(**dict(enc))["logits"]
+    assert torch.allclose(torch.tensor(predictor.logits(probe)), expected, atol=1e-5)  # the run's own model
+    with pytest.raises(ConfigError, match="strategy.pair_adapter"):
+        Recipe(strategy={"name": "contrastive", "pair_adapter": "ia3"})

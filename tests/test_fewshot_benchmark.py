@@ -186,3 +186,19 @@ def test_records_are_saved_as_they_finish_and_resume_skips(fake_data, monkeypatc
     assert "| emotion | 8 | 2/2 |" in out.with_suffix(".md").read_text()
     fewshot.main(argv + ["--resume", "--seeds", "0,1,2"])
     assert len(calls) == 6 and len(json.loads(out.read_text())["records"]) == 6
+
+
+def test_head_benchmark_heads_fit_a_separable_problem():
+    """benchmarks/fewshot_head.py: every head it compares separates two clusters."""
+    import numpy as np
+
+    from benchmarks import fewshot_head
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 16)) * 3
+    y = np.repeat([0, 1], 8)
+    x = (centres[y] + rng.normal(size=(16, 16))).astype(np.float32)
+    y_report = np.repeat([0, 1], 50)
+    x_report = (centres[y_report] + rng.normal(size=(100, 16))).astype(np.float32)
+    f = {"x_train": x, "y_train": y, "x_report": x_report, "y_report": y_report}
+    for name, fit in fewshot_head.heads().items():
+        assert (fit(f) == y_report).mean() > 0.9, name

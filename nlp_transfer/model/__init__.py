@@ -73,8 +73,8 @@ def _write_in_memory(entry: dict[str, Any], folder: Path) -> None:
         if isinstance(tok, str):
             tok = load_tokenizer(str(source) if source.is_dir() else tok)
         tok.save_pretrained(tmp)
-        if source is not None and (source / "1_Pooling" / "config.json").is_file():  # sentence-transformers pooling
-            shutil.copytree(source / "1_Pooling", tmp / "1_Pooling")
+        if source is not None and source.is_dir():  # sentence-transformers pooling (+ normalisation)
+            copy_sentence_files(source, tmp)
         try:
             os.replace(tmp, folder)
         except OSError:  # another process wrote it first (accelerate launch): same content
@@ -125,15 +125,49 @@ def resolve_model(name: str) -> str:
     return name
 
 
+#: The files by which a sentence-transformers checkpoint declares its sentence embedding.
+SENTENCE_FILES = ("modules.json", "1_Pooling")
+
+
+def sentence_file(model_dir: str, name: str) -> Path | None:
+    """A sentence-transformers declaration file of a folder or Hub id (None when absent or offline)."""
+    p = Path(model_dir) / name
+    if p.is_file():
+        return p
+    if Path(model_dir).is_dir():
+        return None
+    try:  # Hub id: ask for the file, quietly give up offline.
+        from huggingface_hub import hf_hub_download
+        return Path(hf_hub_download(model_dir, name))
+    except Exception:
+        return None
+
+
+def copy_sentence_files(source: Path, dest: Path) -> None:
+    """Carry a checkpoint's sentence-embedding declaration (pooling, normalisation) to a copy of it."""
+    for name in SENTENCE_FILES:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, dest / name, dirs_exist_ok=True)
+        elif (source / name).is_file():
+            shutil.copy2(source / name, dest / name)
+
+
+def declared_normalize(model_dir: str) -> bool:
+    """The checkpoint's sentence embedding ends in sentence-transformers' Normalize module
+    (``modules.json``), as all-MiniLM-L6-v2's does: its vectors have unit length."""
+    p = sentence_file(model_dir, "modules.json")
+    try:
+        modules = json.loads(p.read_text()) if p else []
+    except ValueError:
+        return False
+    return any(str(m.get("type", "")).endswith(".Normalize") for m in modules if isinstance(m, dict))
+
+
 def declared_pooling(model_dir: str) -> str | None:
     """Pooling declared by a sentence-transformers checkpoint (1_Pooling/config.json)."""
-    p = Path(model_dir) / "1_Pooling" / "config.json"
-    if not p.is_file():
-        try:  # Hub id: ask for the file, quietly give up offline.
-            from huggingface_hub import hf_hub_download
-            p = Path(hf_hub_download(model_dir, "1_Pooling/config.json"))
-        except Exception:
-            return None
+    p = sentence_file(model_dir, "1_Pooling/config.json")
+    if p is None:
+        return None
     cfg = json.loads(p.read_text())
     if cfg.get("pooling_mode_mean_tokens"):
         return "mean"
@@ -305,12 +339,20 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
 
 # --------------------------------------------------------------------------- the model
 
+#: Pooling suffix: the sentence vector scaled to unit length (sentence-transformers' Normalize module).
+NORMALIZE = "+normalize"
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Sentence vector from token states: first token (CLS) or mask-aware mean."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    """Sentence vector from token states: first token (CLS) or mask-aware mean, scaled to unit
+    length when ``pooling`` ends in ``+normalize``."""
+    base = pooling.removesuffix(NORMALIZE)
+    if base == "cls":
+        vec = hidden[:, 0]
+    else:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return nn.functional.normalize(vec, dim=-1) if base != pooling else vec
 
 
 class TransferModel(nn.Module):
@@ -330,6 +372,8 @@ class TransferModel(nn.Module):
         # Per-class loss weights (train.class_weights); a non-persistent buffer so it follows
         # the model's device and never enters the saved weights.
         self.register_buffer("class_weights", None, persistent=False)
+        #: L2 penalty on the head's weights added to the loss (``head_l2 * ||W||^2``); set by a strategy.
+        self.head_l2 = 0.0
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -373,7 +417,14 @@ def task_outputs(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor | 
         loss_fn = TASKS[model.task].loss
         out["loss"] = loss_fn(logits, labels) if model.class_weights is None \
             else loss_fn(logits, labels, model.class_weights)
+        if getattr(model, "head_l2", 0.0):
+            out["loss"] = out["loss"] + model.head_l2 * head_weight_norm2(model.head)
     return out
+
+
+def head_weight_norm2(head: nn.Module) -> torch.Tensor:
+    """Squared L2 norm of a head's weight matrices (biases are not penalised, as in scikit-learn)."""
+    return sum(p.pow(2).sum() for p in head.parameters() if p.ndim >= 2)
 
 
 #: Where a pooled-head model that stores its encoder keeps it (``save_weights``).
@@ -512,8 +563,10 @@ def auto_pooling(model_path: str, strategy: str) -> str:
     poor sentence vector), CLS when it fine-tunes the encoder (``Strategy.trains_encoder``)."""
     cls = STRATEGIES.get(strategy)
     trains_encoder = getattr(cls, "trains_encoder", True)
-    return declared_pooling(model_path) or getattr(cls, "undeclared_pooling", None) or \
-        ("cls" if trains_encoder else "mean")
+    declared = declared_pooling(model_path)
+    if declared and getattr(cls, "declared_normalize", False) and declared_normalize(model_path):
+        return declared + NORMALIZE
+    return declared or getattr(cls, "undeclared_pooling", None) or ("cls" if trains_encoder else "mean")
 
 
 def build_model(model_name: str, task: str, num_labels: int | None, pooling: str = "auto",

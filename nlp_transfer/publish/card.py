@@ -558,11 +558,13 @@ def _plain_snippet(info: ModelCardInfo, ref: str) -> str:
     spec = info.task_spec
     if spec is not None and spec.token_level:
         pooled = "features = hidden                                  # one vector per token"
-    elif info.pooling == "cls":
+    elif info.pooling.startswith("cls"):
         pooled = "features = hidden[:, 0]                            # CLS pooling"
     else:
         pooled = ("mask = enc[\"attention_mask\"].unsqueeze(-1).to(hidden.dtype)\n"
                   "    features = (hidden * mask).sum(1) / mask.sum(1)   # mean pooling")
+    if info.pooling.endswith("+normalize"):
+        pooled += "\n    features = torch.nn.functional.normalize(features, dim=-1)  # unit length"
     labels = repr(info.label_names) if info.label_names else None
     if spec is not None and spec.card_decode is not None:
         post = spec.card_decode(labels)

@@ -145,7 +145,7 @@ def build_scratch_model(model_name: str, cache_dir: str | Path | None = None, se
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from nlp_transfer.model.features import default_cache_dir
-    from nlp_transfer.model import resolve_model, weights_sha256
+    from nlp_transfer.model import copy_sentence_files, resolve_model, weights_sha256
 
     resolved = resolve_model(model_name)
     root = Path(cache_dir) if cache_dir else default_cache_dir().parent / "scratch"
@@ -164,9 +164,7 @@ def build_scratch_model(model_name: str, cache_dir: str | Path | None = None, se
     model.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(resolved, revision=revision,
                                   trust_remote_code=trust_remote_code).save_pretrained(tmp)
-    pooling = Path(resolved) / "1_Pooling"
-    if pooling.is_dir():
-        shutil.copytree(pooling, tmp / "1_Pooling")
+    copy_sentence_files(Path(resolved), tmp)
     (tmp / "SCRATCH.json").write_text(json.dumps({"source": resolved, "source_sha256": sha, "seed": seed,
                                                   "note": "random initialisation of the source architecture"},
                                                  indent=2))

@@ -129,6 +129,10 @@ class Strategy:
     #: 1_Pooling): keep that pooling + our head (True) or train the native head anyway (False).
     #: Measured per strategy on all-MiniLM-L6-v2 (README "Output folder").
     pooled_when_declared = True
+    #: ``model.pooling=auto``: also honour a declared unit-length normalisation (sentence-transformers'
+    #: Normalize in modules.json, e.g. all-MiniLM-L6-v2), so the head sees the checkpoint's sentence
+    #: embedding as sentence-transformers (and SetFit) compute it.
+    declared_normalize = False
     #: ``model.pooling=auto`` when the checkpoint declares none (None: CLS if ``trains_encoder``, else mean).
     undeclared_pooling: str | None = None
     #: Trains from a stream (``data.streaming``): False when it needs every training row up front.

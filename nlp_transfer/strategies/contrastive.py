@@ -8,8 +8,11 @@ Two phases, one run:
    seeded by ``train.seed``) fine-tune the whole encoder so that same-label sentences point the same
    way (``strategy.pair_loss``: SetFit's cosine-similarity MSE, or a margin loss) on the pooled
    sentence vector (mean pooling unless the checkpoint declares another).
-2. **Head**: the engine's loop then trains the task head on features of the *tuned* encoder, exactly
-   as ``frozen`` does (cached features, early stopping, best epoch, checkpoints).
+2. **Head**: the engine's loop then trains the task head on features of the *tuned* encoder, as
+   ``frozen`` does (cached features, early stopping, best epoch, checkpoints), with SetFit's head in
+   mind: the features are unit-length where the checkpoint declares sentence-transformers'
+   Normalize (``declared_normalize``), and the loss carries scikit-learn's L2 penalty
+   (``strategy.head_c``).
 
 The output folder is a full one (the tuned encoder + ``head.safetensors``): reload, push and card
 follow ``full``. Resume: the tuned encoder is kept in ``checkpoints/contrastive/`` with a
@@ -144,6 +147,10 @@ class ContrastiveStrategy(FullStrategy):
     freezes_parameters = True
     native_head = False  # the head trains on cached sentence vectors of the tuned encoder
     undeclared_pooling = "mean"
+    #: SetFit's head sees the checkpoint's sentence embedding, normalised where it declares so
+    #: (all-MiniLM-L6-v2): SST-2 k=8, 3 seeds, our head 58.6 -> 60.2 on unit-length features.
+    declared_normalize = True
+    examples = 0
     #: ``lr``: the encoder's rate in the pair phase (SetFit's body_learning_rate). ``epochs``: of the
     #: head on the tuned features; 8 examples per class are one or two head steps an epoch, and 100
     #: epochs gained 0.9 pt over 30 on emotion k=8 (0.366 vs 0.357, same tuned encoder).
@@ -163,18 +170,21 @@ class ContrastiveStrategy(FullStrategy):
         check_task(ctx.task)  # the task's own name: a multi-task base config carries a default task
         labels = [int(y) for y in ctx.train["label"]]
         check_pairable(labels, ctx.label_names)
+        self.examples = len(labels)  # the head's penalty (apply) is scaled by it
         cfg, s = ctx.cfg, self.cfg
         pairs = sample_pairs(labels, s.pair_rounds, cfg.train.seed)
         fingerprint = {"rounds": s.pair_rounds, "batch": s.pair_batch_size, "epochs": s.pair_epochs,
                        "loss": s.pair_loss, "margin": s.pair_margin, "lr": cfg.resolved_train()["lr"],
+                       "adapter": [s.pair_adapter, s.lora_r, s.lora_alpha, s.lora_dropout, s.target_modules]
+                       if s.pair_adapter != "none" else "none",
                        "seed": cfg.train.seed, "pooling": ctx.model.pooling, "data": ctx.train._fingerprint}
         folder = Path(ctx.out_dir) / "checkpoints" / "contrastive"
-        encoder = ctx.model.encoder
-        if cfg.output.resume and self._load(folder, fingerprint, encoder):
+        if cfg.output.resume and self._load(folder, fingerprint, ctx.model.encoder):
             ctx.say(f"[nlp_transfer] contrastive: tuned encoder reused from {folder}")
         else:
             self._train_pairs(ctx, pairs)
-            self._save(folder, fingerprint, encoder)
+            self._save(folder, fingerprint, ctx.model.encoder)
+        encoder = ctx.model.encoder
         from accelerate.utils import set_seed
         set_seed(cfg.train.seed)  # the head phase starts from the same RNG whether phase 1 ran or was reused
         digest = hashlib.sha256()
@@ -189,7 +199,11 @@ class ContrastiveStrategy(FullStrategy):
 
         model, s, seed = ctx.model, self.cfg, ctx.cfg.train.seed
         model.to(ctx.device)
-        params = [p for n, p in model.encoder.named_parameters() if not n.startswith("pooler.")]
+        if s.pair_adapter == "lora":
+            model.encoder = self._lora_encoder(model)
+            params = [p for p in model.encoder.parameters() if p.requires_grad]
+        else:
+            params = [p for n, p in model.encoder.named_parameters() if not n.startswith("pooler.")]
         for p in params:
             p.requires_grad = True
         decay = [p for p in params if p.ndim >= 2]
@@ -226,7 +240,19 @@ class ContrastiveStrategy(FullStrategy):
         ctx.say(f"[nlp_transfer] contrastive: {steps} steps in {time.perf_counter() - t0:.1f} s")
         for p in params:
             p.requires_grad = False
+        if s.pair_adapter == "lora":  # the adapters folded into the encoder's weights: a plain encoder again
+            model.encoder = model.encoder.merge_and_unload()
         model.encoder.eval()
+
+    def _lora_encoder(self, model: nn.Module) -> nn.Module:
+        """The encoder with LoRA adapters on the lora strategy's target modules (``strategy.lora_*``)."""
+        from peft import LoraConfig, get_peft_model
+
+        from nlp_transfer.strategies.lora import LoraStrategy
+        targets = LoraStrategy(self.cfg).target_modules(model)
+        return get_peft_model(model.encoder, LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha,
+                                                        lora_dropout=self.cfg.lora_dropout, target_modules=targets,
+                                                        bias="none"))
 
     def _pair_step(self, ctx: TuneContext, rows: list[dict[str, Any]], chunk: list[tuple[int, int, float]]) -> torch.Tensor:
         """Both sides of the pairs in one forward pass (one padded batch of 2 x pairs sentences)."""
@@ -262,7 +288,16 @@ class ContrastiveStrategy(FullStrategy):
         return True
 
     # ------------------------------------------------------------------ phase 2: frozen's head training
-    apply = FrozenStrategy.apply  # the tuned encoder frozen and in eval mode; the head trains
+    def apply(self, model: nn.Module) -> nn.Module:
+        """The tuned encoder frozen and in eval mode; the head trains with SetFit's regularisation:
+        scikit-learn's ``LogisticRegression(C)`` objective divided by n is mean cross-entropy +
+        ||W||^2 / (2 C n). Measured on SST-2 k=8 (3 seeds, same tuned encoders): 58.6 without the
+        penalty on unnormalised features, 61.8 with C=1 (scikit-learn's own fit: 61.8), 62.0 with
+        C=10 (the default: StrategyConfig.head_c)."""
+        model = FrozenStrategy.apply(self, model)
+        if self.cfg.head_c and self.examples:
+            model.head_l2 = 1.0 / (2.0 * self.cfg.head_c * self.examples)
+        return model
 
     # ------------------------------------------------------------------ publishing
     @classmethod

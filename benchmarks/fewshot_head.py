@@ -1,0 +1,152 @@
+"""Which head on a contrastively tuned encoder: the measurement behind ``strategy.head_c`` and the
+``+normalize`` pooling of ``contrastive``.
+
+    python benchmarks/fewshot_head.py --datasets sst2,emotion --k 8 --seeds 0,1,2
+    python benchmarks/fewshot_head.py --datasets sst2 --k 32
+
+For every dataset x k x seed (the rows and report set of ``benchmarks/fewshot.py``): one
+``contrastive`` run with ``model.pooling=mean`` (the pair phase is blind to normalisation: it
+compares cosines) gives a tuned encoder; its raw mean-pooled features of the training rows and the
+report set are then fitted by several heads, all on the *same* features:
+
+- scikit-learn ``LogisticRegression(C)`` on L2-normalised features (SetFit 1.2's head);
+- a linear head trained like our engine trains it (AdamW, lr 1e-2, 100 epochs, batch 32, dropout
+  0.1) on normalised features, with the penalty ||W||^2 / (2 C n) for several C, and without;
+- the same on raw features (what ``contrastive`` did before ``head_c`` and ``+normalize``).
+
+Prints one row per head: mean accuracy over seeds and each seed's. This isolates the head from
+the pair phase's seed-to-seed spread; ``benchmarks/fewshot.py`` then measures the shipped
+defaults end to end against SetFit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.fewshot import ours_recipe, run_rows  # noqa: E402  (also sets the offline env)
+
+C_VALUES = (1.0, 4.0, 10.0)
+
+
+def tuned_features(spec: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Train ``contrastive`` (mean pooling) on the spec's rows; features of its tuned encoder."""
+    import torch
+
+    from nlp_transfer import Recipe, load, train
+    from nlp_transfer.predict import token_count_batches
+
+    train_rows, report = run_rows(spec)
+    out = tempfile.mkdtemp(prefix="fewshot_head_")
+    try:
+        d = ours_recipe({**spec, "ours_strategy": "contrastive"}, train_rows, report, out).to_dict()
+        d["model"]["pooling"] = "mean"
+        d["strategy"]["head_c"] = None
+        result = train(Recipe(**d))
+        predictor = load(result.output_dir)
+
+        def feats(texts: list[str]) -> np.ndarray:
+            rows = np.zeros((len(texts), predictor.model.encoder.config.hidden_size), np.float32)
+            with torch.inference_mode():
+                for idx, batch in token_count_batches(predictor.tokenizer, texts, None, d["model"]["max_length"]):
+                    rows[idx] = predictor.model.encode(**batch).float().numpy()
+            return rows
+        names = sorted({r["label"] for r in train_rows})
+        return {"x_train": feats([r["text"] for r in train_rows]), "x_report": feats([r["text"] for r in report]),
+                "y_train": np.array([names.index(r["label"]) for r in train_rows]),
+                "y_report": np.array([names.index(r["label"]) for r in report]),
+                "engine": float(result.metrics["held_out"]["accuracy"])}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def engine_like_head(x: np.ndarray, y: np.ndarray, x_report: np.ndarray, c: float | None, seed: int = 0,
+                     lr: float = 1e-2, epochs: int = 100, batch: int = 32, dropout: float = 0.1) -> np.ndarray:
+    """A linear head trained as the engine trains contrastive's (AdamW, mini-batches, dropout), with
+    the penalty of ``strategy.head_c`` (None: AdamW's weight decay 0.01 only)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
+    opt = torch.optim.AdamW([{"params": [lin.weight], "weight_decay": 0.0 if c else 0.01},
+                             {"params": [lin.bias], "weight_decay": 0.0}], lr=lr)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    l2 = 1.0 / (2 * c * len(y)) if c else 0.0
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(xt), batch):
+            idx = perm[i:i + batch]
+            logits = lin(torch.nn.functional.dropout(xt[idx], dropout, True))
+            loss = torch.nn.functional.cross_entropy(logits, yt[idx]) + l2 * lin.weight.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return lin(torch.tensor(x_report)).argmax(1).numpy()
+
+
+def heads() -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
+    from sklearn.linear_model import LogisticRegression
+
+    out: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] = {}
+    for c in C_VALUES:
+        out[f"sklearn LogisticRegression(C={c:g}), normalised"] = lambda f, c=c: LogisticRegression(
+            C=c, max_iter=2000).fit(unit(f["x_train"]), f["y_train"]).predict(unit(f["x_report"]))
+    for c in C_VALUES:
+        out[f"engine-like head, normalised, head_c={c:g}"] = lambda f, c=c: engine_like_head(
+            unit(f["x_train"]), f["y_train"], unit(f["x_report"]), c)
+    out["engine-like head, normalised, no penalty"] = lambda f: engine_like_head(
+        unit(f["x_train"]), f["y_train"], unit(f["x_report"]), None)
+    out["engine-like head, raw features, no penalty"] = lambda f: engine_like_head(
+        f["x_train"], f["y_train"], f["x_report"], None)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", default="sst2,emotion")
+    p.add_argument("--k", default="8")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--max-eval", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None, help="write the accuracies here")
+    args = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    results: dict[str, dict[str, list[float]]] = {}
+    for ds in args.datasets.split(","):
+        for k in map(int, args.k.split(",")):
+            cell = f"{ds} k={k}"
+            results[cell] = {}
+            for seed in map(int, args.seeds.split(",")):
+                spec = {"dataset": ds, "k": k, "seed": seed, "peer": "ours", "max_eval": args.max_eval,
+                        "threads": args.threads}
+                f = tuned_features(spec)
+                results[cell].setdefault("engine run (raw features, no penalty)", []).append(f["engine"])
+                for name, fit in heads().items():
+                    results[cell].setdefault(name, []).append(float((fit(f) == f["y_report"]).mean()))
+            print(f"\n{cell} (accuracy %, mean over seeds, then each seed)")
+            for name, accs in results[cell].items():
+                print(f"  {name:48s} {100 * np.mean(accs):5.1f}  " + " ".join(f"{100 * a:5.1f}" for a in accs))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
