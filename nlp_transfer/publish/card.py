@@ -563,7 +563,8 @@ def _plain_snippet(info: ModelCardInfo, ref: str) -> str:
     else:
         pooled = ("mask = enc[\"attention_mask\"].unsqueeze(-1).to(hidden.dtype)\n"
                   "    features = (hidden * mask).sum(1) / mask.sum(1)   # mean pooling")
-    if info.pooling.endswith("+normalize"):
+    from nlp_transfer.model import NORMALIZE
+    if info.pooling.endswith(NORMALIZE):
         pooled += "\n    features = torch.nn.functional.normalize(features, dim=-1)  # unit length"
     labels = repr(info.label_names) if info.label_names else None
     if spec is not None and spec.card_decode is not None:
