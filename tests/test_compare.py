@@ -140,6 +140,24 @@ def test_min_steps_and_max_size(tiny_model: Path, toy_csv: Path, tmp_path: Path)
     assert cells[("frozen", 30)]["epochs"] == 30  # frozen keeps its default head epochs (>= min_steps already)
 
 
+def test_min_steps_without_budget_epochs_is_the_engines_step_budget(tiny_model: Path, toy_csv: Path,
+                                                                     tmp_path: Path) -> None:
+    # No budget_epochs: compare passes train.min_steps to the run, and the engine stretches the
+    # epochs while keeping the evaluations of the default epochs (what a user's own run does).
+    res = compare(str(toy_csv), model=str(tiny_model), strategies=["frozen", "full"], sizes=[30], seeds=1,
+                  out_dir=tmp_path / "o", min_steps=8, max_length=32, overrides=TOY, log=lambda s: None)
+    cells = {r["strategy"]: r for r in res.runs}
+    # 30 examples / batch 16 = 2 steps an epoch: 4 epochs for 8 steps instead of full's 3
+    assert cells["full"]["epochs"] == 4 and cells["full"]["epochs_run"] == 4
+    history = json.loads((Path(cells["full"]["output_dir"]) / "metrics.json").read_text())["history"]
+    assert [(h["epoch"], h["step"]) for h in history] == [(2.0, 4), (4.0, 8)]  # every ceil(4 / 3) = 2 epochs
+    assert cells["frozen"]["epochs"] == 30  # frozen has no step budget
+    off = compare(str(toy_csv), model=str(tiny_model), strategies=["full"], sizes=[30], seeds=1,
+                  out_dir=tmp_path / "off", min_steps=0, max_length=32, overrides=TOY + ["train.min_steps=8"],
+                  log=lambda s: None)
+    assert off.runs[0]["epochs"] == 3  # --min-steps 0 overrides the config's budget
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"strategies": ["frozen", "fancy"]}, "compare strategies: expected some of"),
     ({"sizes": [10, "lots"]}, "compare sizes: expected integers >= 2 or 'all', found 'lots'"),

@@ -10,9 +10,10 @@ For each seed, size and strategy one ordinary :func:`nlp_transfer.recipe.train` 
 * **Same budget.** ``budget_epochs`` epochs for the strategies that train the encoder
   (``lora``, ``full``, ``partial``, ``scratch``); ``frozen`` trains only its head on cached
   features for its default epochs (a single encoder pass, so it never costs more).
-  ``min_steps`` raises the epochs of small subsets so that every run makes at least that many
-  optimizer steps (otherwise 100 examples x 3 epochs = 12 steps measures under-training,
-  not the strategy).
+  ``min_steps`` (default: the config's ``train.min_steps``) raises the epochs of small subsets so
+  that every run makes at least that many optimizer steps (otherwise 100 examples x 3 epochs =
+  12 steps measures under-training, not the strategy); the engine applies it, evaluating as often
+  as the default epochs would.
 * **scratch** is the same architecture from random initialisation: the model's config is
   instantiated once with ``AutoModel.from_config`` (seeded), saved with the same tokenizer
   (and pooling declaration) into a cache folder, and trained with ``strategy=full`` and the
@@ -49,7 +50,7 @@ import numpy as np
 from nlp_transfer.selection import report
 from nlp_transfer.config import DataConfig, RecipeConfig, apply_overrides
 from nlp_transfer.data.args import add_data_arguments, data_config_from_args  # noqa: F401  (also importable from here)
-from nlp_transfer.registry import strategy_class, strategy_defaults
+from nlp_transfer.registry import strategy_class
 from nlp_transfer.errors import ConfigError, NLPTransferError
 
 __all__ = ["STRATEGY_CHOICES", "CompareResult", "compare", "summarize", "recommend", "build_scratch_model",
@@ -318,17 +319,19 @@ def _parse_sizes(sizes: Sequence[int | str]) -> list[int | str]:
     return out
 
 
-def work_units(strategy: str, n: int, epochs: int, batch_size: int, n_eval: int) -> float:
+def work_units(strategy: str, n: int, epochs: int, batch_size: int, n_eval: int,
+               evaluations: int | None = None) -> float:
     """Rough cost of a run in optimizer-step equivalents, to extrapolate run times for the ETA.
 
     ``frozen``: one encoder forward pass over train + held-out (the head epochs are negligible).
-    Others: per epoch, ``ceil(n / batch)`` steps plus an evaluation of ``n_eval`` examples
-    (forward only, about a third of a training step per example)."""
+    Others: per epoch, ``ceil(n / batch)`` steps, plus ``evaluations`` (default: one an epoch)
+    of ``n_eval`` examples (forward only, about a third of a training step per example)."""
     if strategy == "frozen":
         return (n + n_eval) / batch_size
     if strategy == "contrastive":  # SetFit's 20 rounds x 2 pairs per example, 16 pairs (32 sentences) a step
         return (n + n_eval) / batch_size + 2 * 20 * n / 16 * (32 / batch_size)
-    return epochs * (math.ceil(n / batch_size) + n_eval / (3 * batch_size))
+    evaluations = epochs if evaluations is None else evaluations
+    return epochs * math.ceil(n / batch_size) + evaluations * n_eval / (3 * batch_size)
 
 
 def _eta(done: Sequence[dict[str, Any]], remaining: Sequence[tuple[str, int, float]]) -> float | None:
@@ -419,13 +422,16 @@ class _Grid:
         return self.base_cfg.train.batch_size * self.base_cfg.train.gradient_accumulation_steps
 
     def epochs(self, strategy: str, size: int | str, concrete: str) -> int | None:
+        """The explicit ``train.epochs`` of a run, or None to leave them to the strategy and the
+        engine's step budget. With ``budget_epochs`` and ``min_steps`` both given, a small subset's
+        budgeted epochs are raised here to reach ``min_steps`` optimizer steps (explicit epochs win
+        over the engine's budget, so compare applies it)."""
         epochs = self.base["train"].get("epochs")
         budgeted = strategy_class(concrete).step_budget  # fine-tuning strategies (not frozen, contrastive)
         if budgeted and self.budget_epochs is not None:
             epochs = int(self.budget_epochs)
-        if self.min_steps:  # more epochs on small subsets: at least min_steps optimizer steps
-            e0 = int(epochs if epochs is not None else strategy_defaults(concrete)["epochs"])
-            epochs = max(e0, math.ceil(self.min_steps / math.ceil(self.n_of[size] / self.batch)))
+        if budgeted and self.min_steps and epochs is not None:
+            epochs = max(int(epochs), math.ceil(self.min_steps / math.ceil(self.n_of[size] / self.batch)))
         return epochs
 
     def config(self, strategy: str, size: int | str, seed: int) -> RecipeConfig:
@@ -437,6 +443,8 @@ class _Grid:
         epochs = self.epochs(strategy, size, concrete)
         if epochs is not None:
             d["train"]["epochs"] = int(epochs)
+        if self.min_steps is not None:  # else the config's train.min_steps (the engine's step budget)
+            d["train"]["min_steps"] = int(self.min_steps)
         if strategy == "scratch":
             d["model"] = {**d["model"], "name": str(self.scratch_dir)}
             if self.base_cfg.model.pooling == "auto":  # the pretrained model's fine-tuning pooling
@@ -452,9 +460,12 @@ class _Grid:
 
     def units(self, strategy: str, size: int | str, cfg: RecipeConfig) -> float:
         n = self.n_of[size]
-        epochs = cfg.resolved_train()["epochs"]
+        epochs = evals = cfg.resolved_train()["epochs"]
+        if cfg.train.epochs is None and cfg.train.min_steps and strategy_class(cfg.strategy.name).step_budget:
+            # the engine's step budget: more epochs, as many evaluations as the default epochs
+            epochs = max(epochs, math.ceil(cfg.train.min_steps / math.ceil(n / self.batch)))
         return round(work_units(strategy, n, epochs, self.batch,
-                                self.held_out_size + min(cfg.eval.train_sample_size, n)), 2)
+                                self.held_out_size + min(cfg.eval.train_sample_size, n), evals), 2)
 
 
 def _plan_sizes(size_list: list[int | str], n_full: int, say: Callable[[str], None]) -> list[int | str]:
@@ -542,7 +553,8 @@ def compare(data: str | DataConfig | dict[str, Any], model: str = "minilm",
             sizes at or above the train split's size collapse into ``"all"``.
         seeds: how many training seeds (0..N-1) or the explicit seeds.
         budget_epochs: epochs for the encoder-training strategies (default: each strategy's).
-        min_steps: lower bound on optimizer steps per run (raises epochs for small subsets).
+        min_steps: lower bound on optimizer steps per fine-tuning run (raises epochs for small
+            subsets); None keeps the config's ``train.min_steps``, 0 turns the budget off.
         max_length / batch_size: ``model.max_length`` / ``train.batch_size`` for every run.
         metric: the held-out metric to compare (default: the task's ``metric_for_best``).
         overrides: recipe ``key=value`` overrides applied to every run (e.g. ``train.lr=3e-5``).
@@ -689,6 +701,8 @@ def _run_one(train: Callable[[RecipeConfig], Any], cfg: RecipeConfig, strategy: 
         "trainable_params": int(m["trainable_params"]), "total_params": int(m["total_params"]),
         "recipe_wall_s": m["wall_s"], "hyperparameters": m.get("hyperparameters"), "pooling": m.get("pooling"),
     })
+    if rec["epochs"] is None:  # left to the strategy (and the step budget): what the engine resolved
+        rec["epochs"] = (m.get("hyperparameters") or {}).get("epochs")
     if metric not in ho:
         rec["error"] = f"metric '{metric}' not among the held-out metrics {sorted(ho)}"
     if not keep_models:  # keep the metrics, drop the weights (and any training checkpoints)
@@ -772,7 +786,8 @@ def add_subcommand(sub: "argparse._SubParsersAction") -> None:  # noqa: F821
     p.add_argument("--budget-epochs", type=int, default=None,
                    help="epochs for lora/full/partial/scratch (frozen trains its head on cached features)")
     p.add_argument("--min-steps", type=int, default=None,
-                   help="at least this many optimizer steps per run (more epochs for small subsets)")
+                   help="at least this many optimizer steps per fine-tuning run (more epochs for small "
+                   "subsets; default: the config's train.min_steps, 0 turns it off)")
     p.add_argument("--max-size", nargs="+", metavar="STRATEGY=N", default=None,
                    help="skip sizes above N for that strategy, e.g. --max-size full=200 (CPU budgets)")
     p.add_argument("--max-length", type=int, default=None, help="model.max_length for every run")
