@@ -253,14 +253,17 @@ def run_setfit(spec: dict[str, Any], train_rows: list[dict], report: list[dict])
 def ours_recipe(spec: dict[str, Any], train_rows: list[dict], report: list[dict], out_dir: str) -> Any:
     """The Recipe of our run (see the module docstring, step 4)."""
     from nlp_transfer import Recipe
+    from nlp_transfer.config import apply_overrides
 
     ev: dict[str, Any] = {"select_best": False, "train_sample_size": OURS_TRAIN_SAMPLE}
-    return Recipe(model=common.minilm_path(), data={"name": {"train": train_rows, "validation": report},
-                                                    "dedup": False},
-                  strategy=spec["ours_strategy"], task="sequence_classification", eval=ev,
-                  output={"dir": str(Path(out_dir) / "run"), "overwrite": True, "report_to": ["none"],
-                          "progress_bars": False, "cache_dir": str(Path(out_dir) / "cache")},
-                  train={"seed": spec["seed"]})
+    kw = dict(model={"name": common.minilm_path()}, data={"name": {"train": train_rows, "validation": report},
+                                                          "dedup": False},
+              strategy={"name": spec["ours_strategy"]}, task="sequence_classification", eval=ev,
+              output={"dir": str(Path(out_dir) / "run"), "overwrite": True, "report_to": ["none"],
+                      "progress_bars": False, "cache_dir": str(Path(out_dir) / "cache")},
+              train={"seed": spec["seed"]})
+    # --ours-set: a variant (e.g. strategy.pair_adapter=lora train.lr=2e-3) through the same driver
+    return Recipe(**apply_overrides(kw, list(spec.get("ours_set") or [])))
 
 
 def run_ours(spec: dict[str, Any], train_rows: list[dict], report: list[dict]) -> dict[str, Any]:
@@ -291,6 +294,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     train_rows, report = run_rows(spec)
     peer = {"setfit": run_setfit, "ours": run_ours}[spec["peer"]]
     rec = {k: spec[k] for k in RECORD_KEY}
+    if spec["peer"] == "ours" and spec.get("ours_set"):
+        rec["ours_set"] = list(spec["ours_set"])
     rec.update(peer(spec, train_rows, report))
     # A shared machine slows every figure: record how busy it was when the run ended.
     rec.update(n_train=len(train_rows), n_report=len(report), torch_threads=torch.get_num_threads(),
@@ -320,7 +325,7 @@ def spawn(spec: dict[str, Any]) -> dict[str, Any]:
 def plan_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every run of the grid, dataset-major (datasets x k x seed x peer)."""
     return [{"dataset": d, "k": k, "seed": s, "peer": p, "max_eval": args.max_eval, "threads": args.threads,
-             "ours_strategy": args.ours_strategy}
+             "ours_strategy": args.ours_strategy, "ours_set": list(args.ours_set)}
             for d in args.datasets for k in args.k for s in args.seeds for p in args.peers]
 
 
@@ -406,6 +411,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=csv_list(int), default=[0, 1, 2])
     p.add_argument("--peers", type=csv_list(), default=list(PEERS))
     p.add_argument("--ours-strategy", default="auto")
+    p.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override of our runs (repeatable), e.g. --ours-set strategy.pair_adapter=lora; "
+                        "write a variant's records to their own --out")
     p.add_argument("--max-eval", type=int, default=2000, help="cap of the report set (stratified, seed 1234)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of both peers")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fewshot.json")
@@ -446,7 +454,8 @@ def print_plan(specs: list[dict[str, Any]], data: dict[str, tuple], args: argpar
         print(f"{name}: {n_classes} classes, {n_pool} rows to draw from, report set {n_report} rows")
     for s in specs:
         print(f"  {s['dataset']:8s} k={s['k']:<3d} seed={s['seed']:<3d} {s['peer']:7s}"
-              f"{' strategy=' + s['ours_strategy'] if s['peer'] == 'ours' else ''}")
+              f"{' strategy=' + s['ours_strategy'] if s['peer'] == 'ours' else ''}"
+              f"{' ' + ' '.join(s['ours_set']) if s['peer'] == 'ours' and s['ours_set'] else ''}")
     print(f"{len(specs)} runs, each in its own process, {args.threads} torch threads; records -> {args.out}")
 
 

@@ -188,6 +188,23 @@ def test_records_are_saved_as_they_finish_and_resume_skips(fake_data, monkeypatc
     assert len(calls) == 6 and len(json.loads(out.read_text())["records"]) == 6
 
 
+def test_ours_set_reaches_our_recipe_and_unknown_keys_fail(fake_data, monkeypatch, tmp_path, capsys):
+    """--ours-set: a variant of our run through the same driver (spec -> Recipe), keys validated."""
+    monkeypatch.setattr(fewshot.common, "minilm_path", lambda: "minilm")
+    assert fewshot.main(["--dry-run", "--datasets", "emotion", "--k", "8", "--seeds", "0", "--peers", "ours",
+                         "--ours-set", "strategy.pair_adapter=lora", "--ours-set", "train.lr=2e-3",
+                         "--out", str(tmp_path / "f.json")]) == 0
+    assert "strategy=auto strategy.pair_adapter=lora train.lr=2e-3" in capsys.readouterr().out
+    spec = {"ours_strategy": "contrastive", "seed": 1, "ours_set": ["strategy.pair_adapter=lora", "train.lr=2e-3"]}
+    recipe = fewshot.ours_recipe(spec, toy_rows({"a": 8, "b": 8}), toy_rows({"a": 2, "b": 2}), str(tmp_path))
+    assert (recipe.strategy.name, recipe.strategy.pair_adapter, recipe.train.lr, recipe.train.seed) == \
+        ("contrastive", "lora", 2e-3, 1)
+    assert recipe.eval.select_best is False  # the driver's own settings stay
+    from nlp_transfer.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown config key 'train.nope'"):
+        fewshot.ours_recipe({**spec, "ours_set": ["train.nope=1"]}, [], [], str(tmp_path))
+
+
 def test_head_benchmark_heads_fit_a_separable_problem():
     """benchmarks/fewshot_head.py: every head it compares separates two clusters."""
     import numpy as np
