@@ -19,8 +19,9 @@ from toy import make_rows, write_csv
 
 WEIGHTS = {"full": "encoder/model.safetensors", "frozen": "head.safetensors", "lora": "adapter_model.safetensors",
            "contrastive": "head.safetensors"}
-#: Per-strategy settings that keep the run short (contrastive: 2 pair rounds before the head trains).
-EXTRA = {"contrastive": ["strategy.pair_rounds=2"]}
+#: Per-case settings: contrastive's 2 pair rounds keep the run short; full-budget is full under the
+#: step budget (12 steps an epoch: 5 epochs for 60 steps, evaluated and checkpointed every 2).
+EXTRA = {"contrastive": ["strategy.pair_rounds=2"], "full-budget": ["train.epochs=null", "train.min_steps=60"]}
 
 
 def _args(model: Path, data: Path, out: Path, strategy: str, *extra: str) -> list[str]:
@@ -62,18 +63,19 @@ def data_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("resume_data") / "train.csv", make_rows(120))
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora", "frozen", "contrastive"])
-def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_path, strategy):
+@pytest.mark.parametrize("case", ["full", "lora", "frozen", "contrastive", "full-budget"])
+def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_path, case):
     """contrastive: the kill lands in the head phase; the resumed run reuses the tuned encoder kept
     in checkpoints/contrastive/ (phase 1 is not repeated) and still ends bitwise equal."""
+    strategy, extra = case.split("-")[0], EXTRA.get(case, [])
     env = _env(tmp_path / "cache")
-    ref = _run(_args(tiny_model, data_csv, tmp_path / "ref", strategy, *EXTRA.get(strategy, [])), env)
+    ref = _run(_args(tiny_model, data_csv, tmp_path / "ref", strategy, *extra), env)
     assert ref.returncode == 0, ref.stderr[-3000:]
     ref_m, ref_w = _final(tmp_path / "ref", strategy)
-    total = ref_m["best_step"] if False else len(ref_m["history"]) * 12  # 96 train rows / batch 8 = 12 steps/epoch
+    total = ref_m["history"][-1]["step"]  # 96 train rows / batch 8 = 12 steps/epoch
     kill_at = random.Random().randint(2, total - 2)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_args(tiny_model, data_csv, out, strategy, *EXTRA.get(strategy, [])), env=env,
+    proc = subprocess.Popen(_args(tiny_model, data_csv, out, strategy, *extra), env=env,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_for_step(proc, out, kill_at)
@@ -81,7 +83,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_pat
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists()
-    resumed = _run(_args(tiny_model, data_csv, out, strategy, *EXTRA.get(strategy, []), "output.resume=auto"), env)
+    resumed = _run(_args(tiny_model, data_csv, out, strategy, *extra, "output.resume=auto"), env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout, f"killed at step {kill_at}: {resumed.stdout[-500:]}"
     if strategy == "contrastive":
@@ -91,6 +93,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_pat
         assert all((enc[k] == ref_enc[k]).all() for k in ref_enc), "tuned encoder differs after resume"
     m, w = _final(out, strategy)
     assert m["resumed_from"]
+    if case == "full-budget":
+        assert [h["step"] for h in m["history"]] == [24, 48, 60]  # the budget survives the resume
     for key in ("held_out", "train_sample", "gap", "best_epoch", "best_step", "stopped_early"):
         assert m[key] == ref_m[key], f"{key} differs after kill at step {kill_at}"
     assert set(w) == set(ref_w)

@@ -550,7 +550,9 @@ class Engine:
                         self.stopped_early = done = True
                     done = done or self.state.should_stop
                 at_end = done or epoch == hp["epochs"]
-                if not at_end and (out_cfg.checkpoint_every_epoch or stop.received is not None or (
+                # a step budget's short epochs checkpoint at its evaluations, not 100 times for 50 examples
+                per_epoch = out_cfg.checkpoint_every_epoch and epoch % self.eval_every_epochs == 0
+                if not at_end and (per_epoch or stop.received is not None or (
                         out_cfg.checkpoint_every_steps and self.step % out_cfg.checkpoint_every_steps == 0)):
                     self.checkpoint(epoch + 1, 0)
                 if stop.received is not None and not at_end:
