@@ -145,10 +145,13 @@ def test_head_auto_is_native_for_fine_tuning_and_pooled_for_features(tiny_model,
     assert (abs(reloaded.logits(TEXTS) - trained.logits(TEXTS))).max() <= 1e-5
 
 
-def test_head_auto_keeps_the_pooling_a_sentence_transformers_checkpoint_declares(tiny_model, task_data, tmp_path):
+def test_head_auto_keeps_the_pooling_a_sentence_transformers_checkpoint_declares(tiny_model, task_data, tmp_path,
+                                                                                 monkeypatch):
     """A checkpoint that declares mean pooling (1_Pooling/config.json, like all-MiniLM-L6-v2) keeps it
-    for full (pooled measured +1.0 pt on SST-2) while lora trains its native head (+0.6 pt on BBC);
+    for full (pooled measured +1.0 pt on SST-2) while lora trains its native head (+0.6 pt on BBC)
+    from ``native_head_min_train`` examples up, and keeps the pooling below (few-shot SST-2);
     model.head=native still gives the native folder."""
+    from nlp_transfer.strategies.lora import LoraStrategy
     import json
     import shutil
     st = tmp_path / "st_model"
@@ -159,9 +162,20 @@ def test_head_auto_keeps_the_pooling_a_sentence_transformers_checkpoint_declares
     assert auto.metrics["pooling"] == "mean" and (auto.output_dir / "encoder").is_dir()
     native = _train(st, task_data, "sequence_classification", "full", tmp_path / "native", head="native")
     assert native.metrics["pooling"] == "native" and (native.output_dir / "model.safetensors").is_file()
+    n_train = auto.metrics["data"]["train_size"]
+    assert n_train < LoraStrategy.native_head_min_train  # the toy set is a few-shot set for lora
+    few = _train(st, task_data, "sequence_classification", "lora", tmp_path / "lora_few")
+    assert few.metrics["pooling"] == "mean"  # the adapter with our head in modules_to_save (no task type)
+    assert json.loads((few.output_dir / "adapter_config.json").read_text())["task_type"] is None
+    import peft
+    with pytest.raises(ValueError):  # PEFT's task loader refuses it rather than attach a random head
+        peft.AutoPeftModelForSequenceClassification.from_pretrained(str(few.output_dir), num_labels=3)
+    monkeypatch.setattr(LoraStrategy, "native_head_min_train", n_train)  # enough examples: native
     lora = _train(st, task_data, "sequence_classification", "lora", tmp_path / "lora")
     assert lora.metrics["pooling"] == "native" and (lora.output_dir / "adapter_config.json").is_file()
     assert not (lora.output_dir / "encoder").exists()
+    undeclared = _train(tiny_model, task_data, "sequence_classification", "lora", tmp_path / "undeclared")
+    assert undeclared.metrics["pooling"] == "native"  # nothing declared: the size does not matter
 
 
 @pytest.mark.parametrize("settings,found", [

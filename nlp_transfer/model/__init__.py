@@ -530,19 +530,22 @@ def load_task_model(name_or_path: str, task: str, num_labels: int | None, label_
 
 
 def resolve_head(head: str, strategy: str, task: str, multi_task: bool = False, pooling: str = "auto",
-                 declared: str | None = None) -> str:
+                 declared: str | None = None, n_train: int | None = None) -> str:
     """``model.head=auto``: ``native`` when the strategy fine-tunes (``Strategy.native_head``), the
     run has one task, the task has a native model (``TaskSpec.auto_class``), no pooling was asked
     for (``model.pooling`` other than auto belongs to the pooled head) and, when the checkpoint
     declares a sentence pooling (``declared``: sentence-transformers' 1_Pooling), the strategy does
-    not keep it (``Strategy.pooled_when_declared``, set from measurements); else ``pooled``. An explicit ``native`` that cannot be honoured is a ConfigError."""
+    not keep it (``Strategy.pooled_when_declared``, or ``Strategy.native_head_min_train`` above
+    ``n_train`` training examples; both set from measurements); else ``pooled``. An explicit
+    ``native`` that cannot be honoured is a ConfigError."""
     from nlp_transfer.errors import ConfigError
     cls = STRATEGIES.get(strategy)
     spec = TASKS.get(task)
     possible = bool(getattr(cls, "native_head", False)) and spec is not None and bool(spec.auto_class) \
         and not multi_task
     if head == "auto":
-        keep_declared = bool(getattr(cls, "pooled_when_declared", True)) and declared is not None
+        few = n_train is not None and n_train < int(getattr(cls, "native_head_min_train", 0))
+        keep_declared = (bool(getattr(cls, "pooled_when_declared", True)) or few) and declared is not None
         return "native" if possible and pooling == "auto" and not keep_declared else "pooled"
     if head == "native" and pooling != "auto":
         raise ConfigError("model.pooling", expected="auto with model.head=native (the architecture's head pools "
@@ -572,12 +575,13 @@ def auto_pooling(model_path: str, strategy: str) -> str:
 def build_model(model_name: str, task: str, num_labels: int | None, pooling: str = "auto",
                 head_dropout: float = 0.1, revision: str | None = None, trust_remote_code: bool = False,
                 strategy: str = "full", label_names: list[str] | None = None,
-                head: str = "pooled") -> tuple[nn.Module, str, str]:
+                head: str = "pooled", n_train: int | None = None) -> tuple[nn.Module, str, str]:
     """Load encoder, choose pooling, attach a fresh head. Returns (model, resolved path, pooling);
-    with ``head`` resolving to native, the architecture's task model (pooling ``"native"``)."""
+    with ``head`` resolving to native, the architecture's task model (pooling ``"native"``).
+    ``n_train``: training examples (None: unknown, e.g. a stream), for ``model.head=auto``."""
     path = resolve_model(model_name)
     declared = declared_pooling(path) if head == "auto" else None
-    if resolve_head(head, strategy, task, pooling=pooling, declared=declared) == "native":
+    if resolve_head(head, strategy, task, pooling=pooling, declared=declared, n_train=n_train) == "native":
         net = load_task_model(path, task, num_labels, label_names, revision, trust_remote_code)
         return NativeTaskModel(net, task), path, NativeTaskModel.pooling
     overrides: dict[str, Any] = {}

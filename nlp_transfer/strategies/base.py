@@ -129,6 +129,10 @@ class Strategy:
     #: 1_Pooling): keep that pooling + our head (True) or train the native head anyway (False).
     #: Measured per strategy on all-MiniLM-L6-v2 (README "Output folder").
     pooled_when_declared = True
+    #: With ``pooled_when_declared = False``: below this many training examples the declared
+    #: pooling is kept all the same (few examples: the checkpoint's sentence vector is a far better
+    #: start than a CLS token it never trained). Measured per strategy, like the attribute above.
+    native_head_min_train = 0
     #: ``model.pooling=auto``: also honour a declared unit-length normalisation (sentence-transformers'
     #: Normalize in modules.json, e.g. all-MiniLM-L6-v2), so the head sees the checkpoint's sentence
     #: embedding as sentence-transformers (and SetFit) compute it.

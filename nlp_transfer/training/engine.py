@@ -202,7 +202,8 @@ class Engine:
             (r,) = self.runs.values()
             self.model, self.resolved, self.pooling = build_model(
                 m.name, r.entry.task, r.num_labels, m.pooling, m.head_dropout, m.revision, m.trust_remote_code,
-                strategy=cfg.strategy.name, label_names=r.label_names, head=m.head)
+                strategy=cfg.strategy.name, label_names=r.label_names, head=m.head,
+                n_train=len(r.data.train) if hasattr(type(r.data.train), "__len__") else None)  # None: a stream
         else:
             resolve_head(m.head, cfg.strategy.name, "", multi_task=True)  # an explicit native is refused here
             self.resolved = resolve_model(m.name)
