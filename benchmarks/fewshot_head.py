@@ -106,6 +106,21 @@ def engine_like_head(x: np.ndarray, y: np.ndarray, x_report: np.ndarray, c: floa
         return lin(torch.tensor(x_report)).argmax(1).numpy()
 
 
+#: The C grid a cross-validated choice searches (LogisticRegressionCV's Cs).
+CV_C_VALUES = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+def cv_c(x: np.ndarray, y: np.ndarray) -> float:
+    """C chosen on the training rows alone: scikit-learn's ``LogisticRegressionCV`` over
+    :data:`CV_C_VALUES`, stratified folds (as many as the rarest class allows, at most 5)."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = int(min(5, np.bincount(y).min()))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=0)
+    return float(LogisticRegressionCV(Cs=list(CV_C_VALUES), cv=cv, max_iter=2000).fit(x, y).C_[0])
+
+
 def heads() -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
     from sklearn.linear_model import LogisticRegression
 
@@ -116,6 +131,8 @@ def heads() -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
     for c in C_VALUES:
         out[f"engine-like head, normalised, head_c={c:g}"] = lambda f, c=c: engine_like_head(
             unit(f["x_train"]), f["y_train"], unit(f["x_report"]), c)
+    out["engine-like head, normalised, head_c=CV on train"] = lambda f: engine_like_head(
+        unit(f["x_train"]), f["y_train"], unit(f["x_report"]), cv_c(unit(f["x_train"]), f["y_train"]))
     out["engine-like head, normalised, no penalty"] = lambda f: engine_like_head(
         unit(f["x_train"]), f["y_train"], unit(f["x_report"]), None)
     out["engine-like head, raw features, no penalty"] = lambda f: engine_like_head(
@@ -131,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-eval", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="write the accuracies here")
+    p.add_argument("--features-dir", type=Path, default=None,
+                   help="keep each tuned encoder's features here and reuse them (heads only on a re-run)")
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
@@ -142,7 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             for seed in map(int, args.seeds.split(",")):
                 spec = {"dataset": ds, "k": k, "seed": seed, "peer": "ours", "max_eval": args.max_eval,
                         "threads": args.threads}
-                f = tuned_features(spec)
+                cached = args.features_dir / f"{ds}_k{k}_s{seed}.npz" if args.features_dir else None
+                if cached is not None and cached.is_file():
+                    f = {key: (v.item() if v.ndim == 0 else v) for key, v in np.load(cached).items()}
+                else:
+                    f = tuned_features(spec)
+                    if cached is not None:
+                        cached.parent.mkdir(parents=True, exist_ok=True)
+                        np.savez(cached, **f)
                 results[cell].setdefault("engine run (raw features, no penalty)", []).append(f["engine"])
                 for name, fit in heads().items():
                     results[cell].setdefault(name, []).append(float((fit(f) == f["y_report"]).mean()))
