@@ -149,6 +149,10 @@ def test_min_steps_stretches_short_runs_and_keeps_the_evaluations(tiny_model, to
     frozen = recipe_kwargs(tiny_model, toy_csv, tmp_path / "f", "frozen", train={"min_steps": 400})
     frozen["train"].pop("epochs")
     assert train(Recipe(**frozen)).metrics["epochs_run"] == 30  # frozen has no step budget
+    few = recipe_kwargs(tiny_model, toy_csv, tmp_path / "c", "contrastive", train={"min_steps": 4000},
+                        data={"max_train_samples": 12}, strategy={"name": "contrastive", "pair_rounds": 1})
+    few["train"].pop("epochs")
+    assert train(Recipe(**few)).metrics["epochs_run"] == 100  # nor has contrastive's head phase
 
 
 # --------------------------------------------------------------------------- auto knows it
