@@ -731,7 +731,7 @@ def _write_outputs(out: Path, title: str, summary: list[dict[str, Any]], runs: l
         "stratified subsets (one subset per size, drawn with data.seed).",
         "Each run keeps its best epoch by held-out metric (early stopping on the held-out split, identical for "
         "every strategy), so absolute numbers are slightly optimistic; comparisons between strategies are fair.",
-        "Wall time is the whole train() call (data, model loading, training, evaluation every epoch, saving); "
+        "Wall time is the whole train() call (data, model loading, training, evaluations, saving); "
         "frozen runs extract features once per subset (cached on disk), later seeds read the cache.",
         "Peak RSS is the peak resident memory of the whole process during the run.",
     ]
