@@ -132,18 +132,17 @@ def test_min_steps_stretches_short_runs_and_keeps_the_evaluations(tiny_model, to
     kw = recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", "full", train={"min_steps": 40, "max_steps": None})
     kw["train"].pop("epochs")  # left to the strategy: the budget applies
 
+    saves: list[int] = []
+
     class Saves:
-        steps: list[int] = []
-
         def on_save(self, state, path):
-            self.steps.append(state.step)
+            saves.append(state.step)
 
-    saves = Saves()
-    r = train(Recipe(**kw), callbacks=[saves])
+    r = train(Recipe(**kw), callbacks=[Saves()])
     # 120 train rows / batch 16 = 8 steps an epoch: 5 epochs for 40 steps instead of full's 3, and
     # an evaluation every ceil(5 / 3) = 2 epochs (plus the last): as many as the 3 default epochs.
     assert [(h["epoch"], h["step"]) for h in r.history] == [(2.0, 16), (4.0, 32), (5.0, 40)]
-    assert saves.steps == [16, 32]  # the per-epoch checkpoints follow the evaluations (none at the end)
+    assert saves == [16, 32]  # the per-epoch checkpoints follow the evaluations (none at the end)
     explicit = recipe_kwargs(tiny_model, toy_csv, tmp_path / "e", "full", train={"epochs": 1, "min_steps": 40})
     assert train(Recipe(**explicit)).metrics["epochs_run"] == 1  # an explicit train.epochs wins
     frozen = recipe_kwargs(tiny_model, toy_csv, tmp_path / "f", "frozen", train={"min_steps": 400})

@@ -13,6 +13,7 @@ unknown key fails and names the valid ones (with a "did you mean").
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -319,6 +320,14 @@ EVAL_BATCH_PER_PROCESS = {"cpu": 32, "gpu": 128}
 def eval_batch_size(value: int | None, processes: int = 1, on_gpu: bool = False) -> int:
     """``eval.batch_size`` as used: the configured global batch, or the per-process default x processes."""
     return int(value) if value else EVAL_BATCH_PER_PROCESS["gpu" if on_gpu else "cpu"] * max(1, processes)
+
+
+def stretched_epochs(min_steps: int, steps_per_epoch: int, epochs: int) -> int:
+    """Epochs of a run under the step budget ``train.min_steps``: ``epochs``, or more when that many
+    epochs of ``steps_per_epoch`` optimizer steps fall short of ``min_steps`` (0: no budget)."""
+    if not min_steps:
+        return epochs
+    return max(epochs, math.ceil(min_steps / max(steps_per_epoch, 1)))
 
 
 @dataclass

@@ -25,6 +25,7 @@ from string import Template
 from typing import Any
 
 from nlp_transfer.errors import ModelError
+from nlp_transfer.model import NORMALIZE
 from nlp_transfer.registry import STRATEGIES, TASKS, TaskSpec
 from nlp_transfer.strategies import Strategy
 
@@ -563,7 +564,6 @@ def _plain_snippet(info: ModelCardInfo, ref: str) -> str:
     else:
         pooled = ("mask = enc[\"attention_mask\"].unsqueeze(-1).to(hidden.dtype)\n"
                   "    features = (hidden * mask).sum(1) / mask.sum(1)   # mean pooling")
-    from nlp_transfer.model import NORMALIZE
     if info.pooling.endswith(NORMALIZE):
         pooled += "\n    features = torch.nn.functional.normalize(features, dim=-1)  # unit length"
     labels = repr(info.label_names) if info.label_names else None

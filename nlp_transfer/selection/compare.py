@@ -48,7 +48,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nlp_transfer.selection import report
-from nlp_transfer.config import DataConfig, RecipeConfig, apply_overrides
+from nlp_transfer.config import DataConfig, RecipeConfig, apply_overrides, stretched_epochs
 from nlp_transfer.data.args import add_data_arguments, data_config_from_args  # noqa: F401  (also importable from here)
 from nlp_transfer.registry import strategy_class
 from nlp_transfer.errors import ConfigError, NLPTransferError
@@ -430,8 +430,8 @@ class _Grid:
         budgeted = strategy_class(concrete).step_budget  # fine-tuning strategies (not frozen, contrastive)
         if budgeted and self.budget_epochs is not None:
             epochs = int(self.budget_epochs)
-        if budgeted and self.min_steps and epochs is not None:
-            epochs = max(int(epochs), math.ceil(self.min_steps / math.ceil(self.n_of[size] / self.batch)))
+        if budgeted and epochs is not None:
+            epochs = stretched_epochs(self.min_steps or 0, math.ceil(self.n_of[size] / self.batch), int(epochs))
         return epochs
 
     def config(self, strategy: str, size: int | str, seed: int) -> RecipeConfig:
@@ -461,9 +461,9 @@ class _Grid:
     def units(self, strategy: str, size: int | str, cfg: RecipeConfig) -> float:
         n = self.n_of[size]
         epochs = evals = cfg.resolved_train()["epochs"]
-        if cfg.train.epochs is None and cfg.train.min_steps and strategy_class(cfg.strategy.name).step_budget:
+        if cfg.train.epochs is None and strategy_class(cfg.strategy.name).step_budget:
             # the engine's step budget: more epochs, as many evaluations as the default epochs
-            epochs = max(epochs, math.ceil(cfg.train.min_steps / math.ceil(n / self.batch)))
+            epochs = stretched_epochs(cfg.train.min_steps, math.ceil(n / self.batch), epochs)
         return round(work_units(strategy, n, epochs, self.batch,
                                 self.held_out_size + min(cfg.eval.train_sample_size, n), evals), 2)
 

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nlp_transfer.training import checkpoint as ckpt
-from nlp_transfer.config import eval_batch_size
+from nlp_transfer.config import eval_batch_size, stretched_epochs
 from nlp_transfer.errors import ConfigError, NLPTransferError
 from nlp_transfer.training.step import build_optimizer, clip_parameters, compiled_step_model, training_step
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
@@ -308,8 +308,8 @@ class Engine:
         if not (self.strategy.step_budget and cfg.train.min_steps and cfg.train.epochs is None) or self.streamed:
             return 1
         per_epoch = math.ceil(self.steps_in_epoch / cfg.train.gradient_accumulation_steps)
-        need = math.ceil(cfg.train.min_steps / per_epoch)
-        if need <= hp["epochs"]:
+        need = stretched_epochs(cfg.train.min_steps, per_epoch, hp["epochs"])
+        if need == hp["epochs"]:
             return 1
         every = math.ceil(need / hp["epochs"])
         self.say(f"[nlp_transfer] step budget: {per_epoch} steps per epoch, {need} epochs for train.min_steps="
