@@ -22,10 +22,14 @@ Protocol, for every dataset x k x seed:
    sees it either). ``data.dedup=False``: both peers train on exactly the same k rows.
    Accuracy: ``metrics["held_out"]["accuracy"]``; strategy actually used: ``metrics["strategy"]``
    (with ``auto``, ``metrics["auto"]["decision"]`` is the same name, plus why).
-5. Wall time (``train_wall_s``): SetFit from model load to trained; ours the ``train()`` call minus
-   its evaluations (``metrics["timing"]["eval_s"]``: report set and train sample, every epoch).
-   Scoring is recorded apart (``eval_wall_s``). Ours' feature cache lives in the run's temporary
-   folder, so every run starts cold as SetFit does.
+5. Wall time (``train_wall_s``), from a child that has imported only torch: each peer's own
+   imports (``setfit``, ``datasets``; ``nlp_transfer`` and what ``train()`` imports lazily, recorded
+   apart as ``import_s`` where measurable) + model load + training. SetFit stops at trained; ours is
+   the ``train()`` call minus its evaluations (``metrics["timing"]["eval_s"]``: report set and train
+   sample, every epoch). Scoring is recorded apart (``eval_wall_s``). Ours' feature cache lives in
+   the run's temporary folder, so every run starts cold as SetFit does. Records written before
+   2026-12-05 (no ``import_s``) started SetFit's clock after ``from setfit import ...`` (3.8 s on
+   this machine) and ours' before ``train()``'s lazy imports: those favour SetFit.
 
 Every peer run is a fresh subprocess (``--_one <json spec>``): threads, memory and global state
 do not leak between runs; the child prints its record as the last line of stdout. Records are
@@ -231,12 +235,13 @@ def accuracy_metric(y_pred: Any, y_true: Any) -> dict[str, float]:
 
 def run_setfit(spec: dict[str, Any], train_rows: list[dict], report: list[dict]) -> dict[str, Any]:
     """SetFit 1.2.0 on the k-shot rows; wall time from model load to trained, scoring apart."""
+    t0 = time.perf_counter()  # the imports count, as train()'s lazy ones count for ours
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
+    import_s = time.perf_counter() - t0
     out_dir = tempfile.mkdtemp(prefix="fewshot_setfit_")
     try:  # output_dir: SetFit's default "checkpoints" would land in the working directory
-        t0 = time.perf_counter()
         model = SetFitModel.from_pretrained(common.minilm_path())
         args = TrainingArguments(**SETFIT_ARGS, seed=spec["seed"], report_to="none", output_dir=out_dir)
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
@@ -247,7 +252,8 @@ def run_setfit(spec: dict[str, Any], train_rows: list[dict], report: list[dict])
         t2 = time.perf_counter()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    return {"accuracy": float(acc), "train_wall_s": t1 - t0, "eval_wall_s": t2 - t1, "strategy": "setfit"}
+    return {"accuracy": float(acc), "train_wall_s": t1 - t0, "eval_wall_s": t2 - t1, "import_s": round(import_s, 3),
+            "strategy": "setfit"}
 
 
 def ours_recipe(spec: dict[str, Any], train_rows: list[dict], report: list[dict], out_dir: str) -> Any:
@@ -268,12 +274,13 @@ def ours_recipe(spec: dict[str, Any], train_rows: list[dict], report: list[dict]
 
 def run_ours(spec: dict[str, Any], train_rows: list[dict], report: list[dict]) -> dict[str, Any]:
     """Our ``train()``; wall time is the call minus its evaluations (recorded as eval_wall_s)."""
+    t0 = time.perf_counter()  # the imports count, as setfit's count for SetFit
     from nlp_transfer import train
 
+    import_s = time.perf_counter() - t0  # train() imports the rest lazily: inside its call
     out_dir = tempfile.mkdtemp(prefix="fewshot_ours_")
     try:
         recipe = ours_recipe(spec, train_rows, report, out_dir)
-        t0 = time.perf_counter()
         result = train(recipe)
         call_s = time.perf_counter() - t0
     finally:
@@ -282,7 +289,7 @@ def run_ours(spec: dict[str, Any], train_rows: list[dict], report: list[dict]) -
     eval_s = float((m.get("timing") or {}).get("eval_s", 0.0))
     auto = m.get("auto") or {}
     return {"accuracy": float(m["held_out"]["accuracy"]), "train_wall_s": call_s - eval_s,
-            "eval_wall_s": eval_s, "train_call_s": round(call_s, 3), "strategy": m.get("strategy"),
+            "eval_wall_s": eval_s, "train_call_s": round(call_s, 3), "import_s": round(import_s, 3), "strategy": m.get("strategy"),
             "auto_decision": auto.get("decision"), "epochs_run": m.get("epochs_run")}
 
 
@@ -369,8 +376,22 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                          "strategies": sorted({str(r.get("strategy")) for r in recs})}
         if "ours" in row and "setfit" in row:
             row["diff"] = row["ours"]["acc"][0] - row["setfit"]["acc"][0]
+            row["paired"] = paired(peers["ours"], peers["setfit"])
+            row["time_ratio"] = row["ours"]["train_s"][0] / row["setfit"]["train_s"][0]
         rows.append(row)
     return rows
+
+
+def paired(ours: Sequence[dict[str, Any]], setfit: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Ours minus SetFit seed by seed (both peers train on the same k rows of a seed, so the
+    draw's variance cancels): mean, its standard error, and the seeds where ours >= SetFit."""
+    theirs = {r["seed"]: r["accuracy"] for r in setfit}
+    diffs = [r["accuracy"] - theirs[r["seed"]] for r in sorted(ours, key=lambda r: r["seed"]) if r["seed"] in theirs]
+    if not diffs:
+        return None
+    mean, std = mean_std(diffs)
+    return {"n": len(diffs), "mean": mean, "se": std / len(diffs) ** 0.5,
+            "wins": sum(d >= 0 for d in diffs), "diffs": diffs}
 
 
 def _pm(cell: dict[str, Any] | None, key: str, scale: float, digits: int) -> str:
@@ -385,17 +406,39 @@ def markdown_table(records: Sequence[dict[str, Any]], machine: dict[str, Any], c
     lines = ["# Few-shot: ours vs SetFit 1.2.0 (all-MiniLM-L6-v2)", "",
              f"Machine: {machine.get('processor', '?')}, {machine.get('cpu_count')} CPUs, "
              f"torch threads {machine.get('torch_threads')}", "", f"Command: `{command}`", "",
-             "Accuracy in % (mean ± sample std over seeds); train wall seconds exclude report-set scoring.", "",
-             "| dataset | k | seeds | SetFit acc (mean ± std) | ours acc | SetFit s | ours s | ours - SetFit | ours strategy |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Accuracy in % (mean ± sample std over seeds); train wall seconds exclude report-set scoring. "
+             "Paired: ours minus SetFit seed by seed (same k rows), mean ± standard error, and the seeds "
+             "where ours >= SetFit.", "",
+             "| dataset | k | seeds | SetFit acc (mean ± std) | ours acc | SetFit s | ours s | ours - SetFit "
+             "| paired (± s.e.) | ours >= SetFit | time ours / SetFit | ours strategy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summarize(records):
-        sf, ours = row.get("setfit"), row.get("ours")
+        sf, ours, pair = row.get("setfit"), row.get("ours"), row.get("paired")
         seeds = "/".join(str(c["n"]) for c in (sf, ours) if c)
         diff = f"{row['diff'] * 100:+.1f}" if "diff" in row else "-"
+        pcell = f"{pair['mean'] * 100:+.1f} ± {pair['se'] * 100:.1f}" if pair else "-"
+        wins = f"{pair['wins']}/{pair['n']}" if pair else "-"
+        ratio = f"{row['time_ratio']:.2f}x" if "time_ratio" in row else "-"
         strat = ",".join(ours["strategies"]) if ours else "-"
         lines.append(f"| {row['dataset']} | {row['k']} | {seeds} | {_pm(sf, 'acc', 100, 1)} | {_pm(ours, 'acc', 100, 1)} "
-                     f"| {_pm(sf, 'train_s', 1, 1)} | {_pm(ours, 'train_s', 1, 1)} | {diff} | {strat} |")
+                     f"| {_pm(sf, 'train_s', 1, 1)} | {_pm(ours, 'train_s', 1, 1)} | {diff} | {pcell} | {wins} "
+                     f"| {ratio} | {strat} |")
     return "\n".join(lines) + "\n"
+
+
+def merged_table(paths: Sequence[Path], threads: int) -> str:
+    """The summary of several record files as one (a later record of the same run wins), with every
+    file's command in the header."""
+    records: dict[tuple, dict[str, Any]] = {}
+    commands = []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"error: --table {path}: no such file (expected a records JSON written by --out)")
+        payload = json.loads(path.read_text())
+        commands.append(str(payload.get("command", path)))
+        records.update({record_key(r): r for r in payload.get("records", [])})
+    machine = {**common.machine_info(), "torch_threads": threads}
+    return markdown_table(list(records.values()), machine, "` + `".join(commands))
 
 
 # --------------------------------------------------------------------------- main
@@ -419,6 +462,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fewshot.json")
     p.add_argument("--resume", action="store_true", help="keep the records in --out and skip those runs")
     p.add_argument("--dry-run", action="store_true", help="print the plan (and check the data), train nothing")
+    p.add_argument("--table", nargs="+", type=Path, metavar="JSON",
+                   help="print the summary of these record files, merged (e.g. more seeds run later), train nothing")
     p.add_argument("--_one", dest="one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name, allowed in (("datasets", DATASETS), ("peers", PEERS)):
@@ -465,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(run_one(json.loads(args.one))), flush=True)
         return 0
     command = shlex.join(["python", "benchmarks/fewshot.py", *(sys.argv[1:] if argv is None else argv)])
+    if args.table:
+        print(merged_table(args.table, args.threads))
+        return 0
     data = check_data(args)
     args.datasets = [d for d in args.datasets if d in data]
     specs = plan_specs(args)

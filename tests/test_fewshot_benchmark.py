@@ -135,13 +135,28 @@ def test_summary_mean_and_sample_std():
     assert row["ours"]["train_s"] == pytest.approx((2.0, 0.0))
     assert row["diff"] == pytest.approx(0.2)
     assert fewshot.mean_std([0.42]) == (0.42, 0.0)
+    assert row["time_ratio"] == pytest.approx(2.0 / 11.0)
+
+
+def test_paired_differences_match_seeds():
+    """Ours minus SetFit is taken seed by seed (the same k rows), not between the two means."""
+    recs = [{"seed": s, "peer": p, "accuracy": a, "dataset": "sst2", "k": 32, "train_wall_s": 1.0}
+            for s, p, a in [(0, "setfit", 0.70), (1, "setfit", 0.80), (2, "setfit", 0.75),
+                            (2, "ours", 0.76), (0, "ours", 0.69), (1, "ours", 0.80)]]
+    (row,) = fewshot.summarize(recs)
+    pair = row["paired"]
+    assert pair["diffs"] == pytest.approx([-0.01, 0.0, 0.01])
+    assert pair["wins"] == 2 and pair["n"] == 3  # a tie counts as ours >= SetFit
+    assert pair["mean"] == pytest.approx(0.0) and pair["se"] == pytest.approx(0.01 / 3 ** 0.5)
+    assert fewshot.paired([{"seed": 5, "accuracy": 0.5}], [{"seed": 0, "accuracy": 0.5}]) is None
 
 
 def test_markdown_table():
     md = fewshot.markdown_table(records(), {"cpu_count": 2, "torch_threads": 2, "processor": "cpu"}, "python x")
     assert "2 CPUs, torch threads 2" in md and "`python x`" in md
-    assert "| SetFit acc (mean ± std) | ours acc | SetFit s | ours s | ours - SetFit |" in md
-    assert "| emotion | 8 | 3/3 | 60.0 ± 10.0 | 80.0 ± 10.0 | 11.0 ± 1.0 | 2.0 ± 0.0 | +20.0 | frozen |" in md
+    assert "| SetFit acc (mean ± std) | ours acc | SetFit s | ours s | ours - SetFit | paired (± s.e.) |" in md
+    assert ("| emotion | 8 | 3/3 | 60.0 ± 10.0 | 80.0 ± 10.0 | 11.0 ± 1.0 | 2.0 ± 0.0 | +20.0 | +20.0 ± 0.0 | 3/3 "
+            "| 0.18x | frozen |") in md
 
 
 # --------------------------------------------------------------------------- main
@@ -219,3 +234,18 @@ def test_head_benchmark_heads_fit_a_separable_problem():
     f = {"x_train": x, "y_train": y, "x_report": x_report, "y_report": y_report}
     for name, fit in fewshot_head.heads().items():
         assert (fit(f) == y_report).mean() > 0.9, name
+
+
+def test_table_merges_record_files_without_training(monkeypatch, tmp_path, capsys):
+    """--table: seeds run at different times summarised as one row; nothing trains."""
+    monkeypatch.setattr(fewshot, "spawn", lambda spec: pytest.fail("--table started a run"))
+    monkeypatch.setattr(fewshot.common, "machine_info", lambda: {"cpu_count": 2, "processor": "cpu"})
+    recs = records()
+    fewshot.save(tmp_path / "a.json", recs[:2], "python a")  # seed 0
+    fewshot.save(tmp_path / "b.json", recs[2:6], "python b")  # seeds 1 and 2
+    assert fewshot.main(["--table", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "`python a` + `python b`" in out
+    assert "| emotion | 8 | 3/3 | 60.0 ± 10.0 | 80.0 ± 10.0 |" in out
+    with pytest.raises(SystemExit, match="--table .*missing.json: no such file"):
+        fewshot.main(["--table", str(tmp_path / "missing.json")])
