@@ -46,15 +46,39 @@ def test_moderate_data_with_headroom_is_lora() -> None:
     assert not d.warnings
 
 
-def test_few_labels_total_is_frozen_even_with_big_gpu() -> None:
+def test_few_labels_total_is_lora_under_the_step_budget() -> None:
+    """Under train.min_steps, LoRA beat frozen features at 50-200 examples (README 'Step budgets')."""
     d = decide_strategy(sig(n_train=800, min_per_class=400))
+    assert d.strategy == "lora" and d.preferred == "lora"
+    assert "few labels: n_train=800 < few_labels_total=1,000" in joined(d)
+    assert "train.min_steps" in joined(d)
+
+
+def test_few_labels_regression_stays_frozen() -> None:
+    """The budget's measurements are classification only: a small regression set keeps frozen."""
+    d = decide_strategy(sig(n_train=800, n_classes=None, min_per_class=None, probe_chance=0.0))
     assert d.strategy == "frozen"
-    assert "n_train=800 < few_labels_total=1,000" in joined(d)
+    assert "n_train=800 < few_labels_total=1,000 for regression" in joined(d)
+
+
+def test_few_labels_beat_a_high_probe_but_not_a_large_set() -> None:
+    """BBC at 200 examples (probe 0.96): lora 0.962 vs frozen 0.941; with 1,000+ the probe rule holds."""
+    assert decide_strategy(sig(n_train=999, min_per_class=400, probe_score=0.96)).strategy == "lora"
+    assert decide_strategy(sig(n_train=1_000, min_per_class=400, probe_score=0.96)).strategy == "frozen"
+
+
+def test_few_labels_on_a_model_too_big_for_lora_on_cpu_fall_back_to_frozen() -> None:
+    d = decide_strategy(sig(n_train=800, min_per_class=400, model_params=BERT_LARGE, device="cpu",
+                            gpu_memory_gb=None))
+    assert d.preferred == "lora" and d.strategy == "frozen"
+    assert any("lora excluded: on CPU" in r for r in d.reasons)
 
 
 def test_boundary_of_few_labels_total() -> None:
-    assert decide_strategy(sig(n_train=999, min_per_class=400)).strategy == "frozen"
-    assert decide_strategy(sig(n_train=1_000, min_per_class=400)).strategy == "lora"
+    below = decide_strategy(sig(n_train=999, min_per_class=400))
+    at = decide_strategy(sig(n_train=1_000, min_per_class=400))
+    assert below.strategy == at.strategy == "lora"
+    assert "few labels" in joined(below) and "moderate dataset" in joined(at)
 
 
 def test_rare_class_is_frozen() -> None:
@@ -115,8 +139,9 @@ def test_chance_defaults_to_uniform_over_classes() -> None:
 def test_no_probe_falls_back_to_size_rules() -> None:
     d = decide_strategy(sig(probe_score=None, probe_chance=None))
     assert d.strategy == "lora" and "no probe score measured" in joined(d)
-    assert decide_strategy(sig(probe_score=None, n_train=500, min_per_class=250)).strategy == \
-        "frozen"
+    small = decide_strategy(sig(probe_score=None, n_train=500, min_per_class=250))
+    assert small.strategy == "lora" and "few labels: n_train=500" in joined(small)
+    assert decide_strategy(sig(probe_score=None, n_train=5_000, n_classes=20, min_per_class=30)).strategy == "frozen"
 
 
 def test_regression_signals_without_classes() -> None:
@@ -187,9 +212,11 @@ def test_budget_without_estimate_is_reported_not_used() -> None:
 
 
 def test_compute_rules_never_upgrade() -> None:
-    d = decide_strategy(sig(n_train=500, min_per_class=250, time_budget_s=1e6,
+    d = decide_strategy(sig(n_train=5_000, n_classes=20, min_per_class=30, probe_chance=0.1, time_budget_s=1e6,
                             est_full_epoch_s=1))
-    assert d.strategy == "frozen"
+    assert d.strategy == "frozen" == d.preferred
+    small = decide_strategy(sig(n_train=500, min_per_class=250, time_budget_s=1e6, est_full_epoch_s=1))
+    assert small.strategy == "lora" == small.preferred
 
 
 # --------------------------------------------------------------------------- thresholds

@@ -168,9 +168,10 @@ def test_auto_picks_contrastive_for_few_shot_and_says_why():
     d = decide_strategy(_few())
     assert d.strategy == "contrastive"
     assert "few-shot: rarest class has 8 examples <= few_shot_per_class=32" in d.reasons[0]
-    assert decide_strategy(_few(pairable=False)).strategy == "frozen"  # e.g. regression, multi-label
-    assert decide_strategy(_few(min_per_class=40, n_train=240)).strategy == "frozen"
-    assert decide_strategy(_few(n_train=600, min_per_class=20, n_classes=30)).strategy == "frozen"
+    # not pairable (e.g. multi-label), or past the few-shot sizes: lora under the step budget
+    assert decide_strategy(_few(pairable=False)).strategy == "lora"
+    assert decide_strategy(_few(min_per_class=40, n_train=240)).strategy == "lora"
+    assert decide_strategy(_few(n_train=600, min_per_class=20, n_classes=30)).strategy == "lora"
     big = decide_strategy(_few(model_params=110_000_000))  # BERT-base on CPU: no encoder fine-tuning
     assert big.preferred == "contrastive" and big.strategy == "frozen"
     assert any("contrastive excluded: on CPU" in r for r in big.reasons)

@@ -24,40 +24,47 @@ def cfg_for(model: Path, data: Path, out: Path, **sections) -> RecipeConfig:
     return RecipeConfig(**recipe_kwargs(model, data, out, strategy="auto", **sections))
 
 
-def test_few_labels_resolve_to_frozen_with_measured_numbers(tiny_model: Path, toy_csv: Path, tmp_path: Path,
-                                                            capsys) -> None:
+def test_few_labels_resolve_to_lora_with_measured_numbers(tiny_model: Path, toy_csv: Path, tmp_path: Path,
+                                                          capsys) -> None:
     cfg = cfg_for(tiny_model, toy_csv, tmp_path / "out")
     new, d = resolve_auto(cfg)
-    assert cfg.strategy.name == "auto" and new.strategy.name == "frozen" == d.strategy
+    assert cfg.strategy.name == "auto" and new.strategy.name == "lora" == d.strategy
     assert new.model == cfg.model and new.data == cfg.data  # only the strategy changes
     m = d.measurements
     assert m["n_train"] == 120 and m["class_counts"] == {"finance": 40, "sport": 40, "tech": 40}
     assert m["probe"]["sample"] == 120 and m["probe"]["folds"] == 5 and 0.5 < m["probe"]["mean"] <= 1.0
     assert d.signals["n_train"] == 120 and d.signals["min_per_class"] == 40
     assert d.signals["probe_chance"] == pytest.approx(1 / 3) and d.signals["model_params"] > 20_000
-    assert "few labels: n_train=120 < few_labels_total=1,000" in d.reasons[0]
+    assert "few labels: n_train=120 < few_labels_total=1,000; LoRA trained for at least train.min_steps" in d.reasons[0]
     printed = capsys.readouterr().out
-    assert "[nlp_transfer] strategy: auto -> frozen" in printed and "few labels" in printed
+    assert "[nlp_transfer] strategy: auto -> lora" in printed and "few labels" in printed
 
 
-def test_train_with_auto_records_the_decision_and_reuses_probe_features(tiny_model: Path, toy_csv: Path,
+@pytest.fixture
+def small_regression_csv(tmp_path: Path) -> Path:
+    rows = [{"text": r["text"], "label": float(len(r["text"].split()))} for r in make_rows(100)]
+    return write_csv(tmp_path / "reg" / "train.csv", rows)
+
+
+def test_train_with_auto_records_the_decision_and_reuses_probe_features(tiny_model: Path, small_regression_csv: Path,
                                                                          tmp_path: Path, capsys) -> None:
-    """Through recipe.train: resolve, train the chosen strategy, record; the card shows it."""
+    """Through recipe.train: resolve (a small regression set -> frozen), train it, record; the card shows it."""
     from nlp_transfer.publish.card import write_model_card
     from nlp_transfer.recipe import train
 
-    result = train(cfg_for(tiny_model, toy_csv, tmp_path / "out", train={"epochs": 2}))
+    result = train(cfg_for(tiny_model, small_regression_csv, tmp_path / "out", task="regression",
+                           train={"epochs": 2}))
     out = capsys.readouterr().out
     assert "strategy: auto -> frozen" in out
-    assert "train features from cache" in out  # the probe's features of all 120 examples
+    assert "train features from cache" in out  # the probe's features of every training example
     assert result.metrics["strategy"] == "frozen"
     saved = json.loads((result.output_dir / "metrics.json").read_text())["auto"]
-    assert saved["decision"] == "frozen" and saved["measurements"]["probe"]["sample"] == 120
+    n = saved["signals"]["n_train"]
+    assert saved["decision"] == "frozen" and saved["measurements"]["probe"]["sample"] == n
     assert "strategy: auto -> frozen" in saved["explanation"]
-    assert saved["signals"]["n_train"] == 120
     card = write_model_card(result.output_dir).read_text()
     assert "chosen automatically (`strategy=auto`): **frozen**" in card
-    assert "few labels: n_train=120" in card
+    assert f"few labels: n_train={n} < few_labels_total=1,000 for regression" in card
 
 
 def test_moderate_data_with_useless_features_goes_lora_and_warns(blind_model: Path, big_csv: Path,

@@ -17,10 +17,10 @@ nlp-transfer compare --data bbc_news \
 
 # Step budgets (train.min_steps=200, the default) at 50-200 examples: docs/results/step_budget/.
 nlp-transfer compare --data "$DATA/sst2" --text-column sentence --label-names negative positive \
-  --model minilm --strategies frozen lora full partial --sizes 50 100 200 --seeds 1 --min-steps 200 \
+  --model minilm --strategies frozen lora full partial contrastive --sizes 50 100 200 --seeds 1 --min-steps 200 \
   --max-length 64 --batch-size 32 --set eval.train_sample_size=128 --out "$OUT/step_budget/sst2" \
   --title "SST-2 (held-out: GLUE dev, 872 sentences), step budget 200 - all-MiniLM-L6-v2"
-nlp-transfer compare --data bbc_news --model minilm --strategies frozen lora full partial --sizes 50 200 \
+nlp-transfer compare --data bbc_news --model minilm --strategies frozen lora full partial contrastive --sizes 50 200 \
   --seeds 1 --min-steps 200 --max-length 128 --batch-size 32 --set eval.train_sample_size=128 \
   --out "$OUT/step_budget/bbc_news" \
   --title "BBC News (held-out: 20% carved, stratified), step budget 200 - all-MiniLM-L6-v2"
