@@ -47,7 +47,7 @@ def test_moderate_data_with_headroom_is_lora() -> None:
 
 
 def test_few_labels_total_is_lora_under_the_step_budget() -> None:
-    """Under train.min_steps, LoRA beat frozen features at 50-200 examples (README 'Step budgets')."""
+    """Under train.min_steps, LoRA beat frozen features at 50-800 examples (README 'Step budgets')."""
     d = decide_strategy(sig(n_train=800, min_per_class=400))
     assert d.strategy == "lora" and d.preferred == "lora"
     assert "few labels: n_train=800 < few_labels_total=1,000" in joined(d)

@@ -24,6 +24,14 @@ nlp-transfer compare --data bbc_news --model minilm --strategies frozen lora ful
   --seeds 1 --min-steps 200 --max-length 128 --batch-size 32 --set eval.train_sample_size=128 \
   --out "$OUT/step_budget/bbc_news" \
   --title "BBC News (held-out: 20% carved, stratified), step budget 200 - all-MiniLM-L6-v2"
+# A second training seed at 100/200 (docs/results/step_budget/sst2/lora_contrastive_2seeds.*) and
+# 500/800 examples (frozen_lora_500_800.*): the evidence behind auto's "few labels -> lora" rule.
+nlp-transfer compare --data "$DATA/sst2" --text-column sentence --label-names negative positive \
+  --model minilm --strategies lora contrastive --sizes 100 200 --seeds 2 --min-steps 200 \
+  --max-length 64 --batch-size 32 --set eval.train_sample_size=128 --out "$OUT/step_budget/sst2_2seeds"
+nlp-transfer compare --data "$DATA/sst2" --text-column sentence --label-names negative positive \
+  --model minilm --strategies frozen lora --sizes 500 800 --seeds 1 --min-steps 200 \
+  --max-length 64 --batch-size 32 --set eval.train_sample_size=128 --out "$OUT/step_budget/sst2_500_800"
 
 # rank-models: the pretrained MiniLM against the random-init copy of its architecture that
 # `compare` built for `scratch` (a known-bad candidate), last layer vs mean of all layers.
