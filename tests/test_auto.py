@@ -199,6 +199,33 @@ def test_time_budget_excludes_full_then_lora() -> None:
         == "full"
 
 
+def test_time_budget_counts_the_step_budget_epochs() -> None:
+    # 50 examples, 2 batches an epoch: train.min_steps=200 makes a run 100 epochs, not min_epochs=3
+    small = dict(n_train=50, min_per_class=25, est_full_epoch_s=2.0, run_epochs=100)
+    d = decide_strategy(sig(**small, time_budget_s=150))
+    assert d.strategy == "lora" == d.preferred and d.excluded == {"full": "100 full epochs (the step budget train.min_steps) "
+                                                            "x 2 s = 200 s > time_budget_s=150"}
+    d = decide_strategy(sig(**small, time_budget_s=100))
+    assert d.preferred == "lora" and d.strategy == "frozen"
+    assert "lora excluded: 100 LoRA epochs (the step budget train.min_steps) x 0.7 x 2 s = 140 s > " \
+           "time_budget_s=100; falling back to frozen" in joined(d)
+    # without the run's epochs the rule falls back to min_epochs: 3 x 0.7 x 2 s fits
+    assert decide_strategy(sig(**{**small, "run_epochs": None}, time_budget_s=100)).strategy == "lora"
+    # fewer run epochs than min_epochs never shorten the estimate
+    d = decide_strategy(sig(n_train=20_000, min_per_class=10_000, time_budget_s=1_500, est_full_epoch_s=600,
+                            run_epochs=1))
+    assert "3 full epochs x 600 s = 1800 s > time_budget_s=1500" in joined(d)
+
+
+def test_time_budget_covers_the_contrastive_pair_phase() -> None:
+    few = dict(n_train=48, n_classes=6, min_per_class=8, probe_chance=1 / 6, pairable=True, est_full_epoch_s=1.0)
+    d = decide_strategy(sig(**few, contrastive_epochs=80, time_budget_s=60))
+    assert d.preferred == "contrastive" and d.strategy == "frozen"
+    assert "contrastive excluded: the pair phase, 80 full-epoch equivalents x 1 s = 80 s > time_budget_s=60" \
+           in joined(d)
+    assert decide_strategy(sig(**few, contrastive_epochs=80, time_budget_s=100)).strategy == "contrastive"
+
+
 def test_budget_too_small_even_for_frozen_warns() -> None:
     d = decide_strategy(sig(time_budget_s=100, est_full_epoch_s=600))
     assert d.strategy == "frozen"

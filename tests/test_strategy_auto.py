@@ -99,6 +99,16 @@ def test_threshold_overrides_and_time_budget(blind_model: Path, big_csv: Path, t
     assert set(d.excluded) == {"full", "lora"} and "time_budget_s=0" in d.excluded["full"]
 
 
+def test_run_lengths_follow_the_step_budget(tiny_model: Path, toy_csv: Path, tmp_path: Path) -> None:
+    from nlp_transfer.selection.auto import run_lengths
+    cfg = cfg_for(tiny_model, toy_csv, tmp_path / "o", train={"min_steps": 200, "epochs": None})
+    assert run_lengths(cfg, 2) == {"run_epochs": 100.0, "contrastive_epochs": 80.0}  # 20 rounds x 2 pairs x 2
+    assert run_lengths(cfg, 500)["run_epochs"] == 4.0  # lora's default epochs already pass 200 steps
+    fixed = RecipeConfig(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", train={"min_steps": 200, "epochs": 3},
+                                         strategy={"name": "auto", "pair_rounds": 5}))
+    assert run_lengths(fixed, 2) == {"run_epochs": 3.0, "contrastive_epochs": 20.0}  # explicit epochs: no budget
+
+
 def test_measure_signals_without_budget_skips_timing(tiny_model: Path, toy_csv: Path, tmp_path: Path) -> None:
     signals, meas = measure_signals(cfg_for(tiny_model, toy_csv, tmp_path / "o"), probe_sample=60)
     assert "timing" not in meas and signals.est_full_epoch_s is None and signals.time_budget_s is None

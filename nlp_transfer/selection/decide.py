@@ -173,6 +173,12 @@ class Signals:
         time_budget_s: wall-clock budget for training in seconds.
         est_full_epoch_s: estimated seconds for one full-fine-tuning epoch.
         pairable: single-label classes with at least 2 examples each (contrastive pairs possible).
+        run_epochs: epochs a fine-tuning run of this recipe trains, the step budget
+            (``train.min_steps``) included: on 50 examples 200 steps are 100 epochs, not
+            ``min_epochs``. ``None``: ``min_epochs``.
+        contrastive_epochs: the contrastive pair phase in full-epoch equivalents (every pair
+            step is a forward and backward pass over 2 x pair_batch_size sentences).
+            ``None``: contrastive has no time rule.
     """
 
     n_train: int
@@ -186,6 +192,8 @@ class Signals:
     time_budget_s: float | None = None
     est_full_epoch_s: float | None = None
     pairable: bool = False
+    run_epochs: float | None = None
+    contrastive_epochs: float | None = None
 
 
 @dataclass
@@ -247,7 +255,7 @@ def _validate(s: Signals) -> Signals:
     if device not in DEVICES:
         raise ConfigError("auto strategy signal device", expected=" | ".join(DEVICES),
                           found=repr(s.device), fix="pass the device training will run on")
-    for name in ("gpu_memory_gb", "time_budget_s", "est_full_epoch_s"):
+    for name in ("gpu_memory_gb", "time_budget_s", "est_full_epoch_s", "run_epochs", "contrastive_epochs"):
         value = getattr(s, name)
         if value is not None and not float(value) > 0:
             raise bad(name, "a positive number or None", value)
@@ -256,7 +264,7 @@ def _validate(s: Signals) -> Signals:
         if clean[name] is not None:
             clean[name] = int(clean[name])
     for name in ("probe_score", "probe_chance", "gpu_memory_gb", "time_budget_s",
-                 "est_full_epoch_s"):
+                 "est_full_epoch_s", "run_epochs", "contrastive_epochs"):
         if clean[name] is not None:
             clean[name] = float(clean[name])
     clean["device"] = device
@@ -301,8 +309,10 @@ def decide_strategy(signals: Signals, thresholds: dict[str, float] | None = None
       ``> cpu_lora_max_params``.
     * Accelerator with known memory: a strategy whose estimated need
       (``params * bytes_per_param_* * memory_overhead``) exceeds it.
-    * Time budget with an epoch estimate: full if ``min_epochs`` epochs do not
-      fit, lora if ``min_epochs`` LoRA epochs (``lora_epoch_fraction``) do not.
+    * Time budget with an epoch estimate: full if the run's epochs (``min_epochs``, or
+      ``run_epochs`` under the step budget when more) do not fit, lora if as many LoRA epochs
+      (``lora_epoch_fraction``) do not, contrastive if its pair phase
+      (``contrastive_epochs``) does not.
 
     Args:
         signals: the measured signals.
@@ -361,16 +371,22 @@ def decide_strategy(signals: Signals, thresholds: dict[str, float] | None = None
                     f"{strat} needs ~{need:.1f} GB ({_fmt_params(p)} params x {th[key]:g} B x "
                     f"{th['memory_overhead']:g}) > gpu_memory_gb={s.gpu_memory_gb:.1f}")
     if s.time_budget_s is not None and s.est_full_epoch_s is not None:
-        e, b, n_ep = s.est_full_epoch_s, s.time_budget_s, th["min_epochs"]
+        e, b = s.est_full_epoch_s, s.time_budget_s
+        n_ep = max(th["min_epochs"], s.run_epochs or 0)
+        budget_note = " (the step budget train.min_steps)" if n_ep > th["min_epochs"] else ""
         full_t = n_ep * e
         lora_t = n_ep * th["lora_epoch_fraction"] * e
         if full_t > b:
             excluded.setdefault("full", (
-                f"{n_ep:g} full epochs x {e:.0f} s = {full_t:.0f} s > time_budget_s={b:.0f}"))
+                f"{n_ep:g} full epochs{budget_note} x {e:.0f} s = {full_t:.0f} s > time_budget_s={b:.0f}"))
         if lora_t > b:
             excluded.setdefault("lora", (
-                f"{n_ep:g} LoRA epochs x {th['lora_epoch_fraction']:g} x {e:.0f} s = "
+                f"{n_ep:g} LoRA epochs{budget_note} x {th['lora_epoch_fraction']:g} x {e:.0f} s = "
                 f"{lora_t:.0f} s > time_budget_s={b:.0f}"))
+        if s.contrastive_epochs is not None and s.contrastive_epochs * e > b:
+            excluded.setdefault("contrastive", (
+                f"the pair phase, {s.contrastive_epochs:g} full-epoch equivalents x {e:.0f} s = "
+                f"{s.contrastive_epochs * e:.0f} s > time_budget_s={b:.0f}"))
         frozen_t = th["frozen_cost_fraction"] * e
         if frozen_t > b:
             warnings.append(
