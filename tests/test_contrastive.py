@@ -73,6 +73,10 @@ def test_pair_phase_moves_the_encoder_head_phase_does_not_and_reload_predicts_th
     assert all(torch.equal(tuned[k], phase1[k]) for k in tuned), "the head phase changed the encoder"
     meta = json.loads((r.output_dir / "nlp_transfer.json").read_text())
     assert meta["strategy"] == "contrastive" and meta["pooling"] == "mean"
+    # trainable_params (metrics, compare, card) counts the encoder of the pair phase, not only the head
+    encoder_params = sum(v.numel() for k, v in base.items() if not k.startswith("pooler."))
+    head_params = sum(p.numel() for n, p in r.model.named_parameters() if n.startswith("head."))
+    assert head_params and r.metrics["trainable_params"] == encoder_params + head_params
     predictor = load(r.output_dir)
     probe = ["alpha beta gamma", "stock market shares", "football goal match"]
     assert (predictor.logits(probe) == load(r.output_dir).logits(probe)).all()
@@ -248,6 +252,10 @@ def test_lora_pair_phase_folds_its_adapters_into_a_plain_encoder(tiny_model, toy
     assert set(tuned) == set(base), "adapter keys reached the saved encoder"
     moved = {k.split(".")[-2] for k in tuned if not torch.equal(tuned[k], base[k])}
     assert moved == {"query", "value"}, f"only the adapted projections change, got {moved}"
+    adapters = sum(4 * (v.shape[0] + v.shape[1]) for k, v in base.items()  # LoRA A and B: r x (in + out)
+                   if k.split(".")[-2] in ("query", "value") and k.endswith("weight"))
+    assert r.metrics["trainable_params"] - sum(p.numel() for n, p in r.model.named_parameters()
+                                               if n.startswith("head.")) == adapters
     probe = ["alpha beta gamma", "stock market shares"]
     predictor = load(r.output_dir)
     enc = predictor.tokenizer(probe, padding=True, return_tensors="pt")

@@ -152,6 +152,9 @@ class Strategy:
 
     def __init__(self, cfg: StrategyConfig) -> None:
         self.cfg = cfg
+        #: Parameters trained before the loop by :meth:`tune_encoder` (contrastive: the encoder in
+        #: the pair phase); the engine adds them to the loop's trainable count (``trainable_params``).
+        self.tuned_params = 0
 
     # ------------------------------------------------------------------ configuration
     @classmethod

@@ -182,11 +182,13 @@ class ContrastiveStrategy(FullStrategy):
                        if s.pair_adapter != "none" else "none",
                        "seed": cfg.train.seed, "pooling": ctx.model.pooling, "data": ctx.train._fingerprint}
         folder = Path(ctx.out_dir) / "checkpoints" / "contrastive"
-        if cfg.output.resume and self._load(folder, fingerprint, ctx.model.encoder):
+        reused = self._load(folder, fingerprint, ctx.model.encoder) if cfg.output.resume else None
+        if reused is not None:
+            self.tuned_params = reused
             ctx.say(f"[nlp_transfer] contrastive: tuned encoder reused from {folder}")
         else:
-            self._train_pairs(ctx, pairs)
-            self._save(folder, fingerprint, ctx.model.encoder)
+            self.tuned_params = self._train_pairs(ctx, pairs)
+            self._save(folder, fingerprint, ctx.model.encoder, self.tuned_params)
         encoder = ctx.model.encoder
         from accelerate.utils import set_seed
         set_seed(cfg.train.seed)  # the head phase starts from the same RNG whether phase 1 ran or was reused
@@ -196,7 +198,8 @@ class ContrastiveStrategy(FullStrategy):
             digest.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
         return {"tuned_encoder": digest.hexdigest()[:16]}
 
-    def _train_pairs(self, ctx: TuneContext, pairs: list[tuple[int, int, float]]) -> None:
+    def _train_pairs(self, ctx: TuneContext, pairs: list[tuple[int, int, float]]) -> int:
+        """The pair phase; returns the number of parameters it trained (encoder or adapters)."""
         from tqdm.auto import tqdm
         from transformers import get_scheduler
 
@@ -241,11 +244,13 @@ class ContrastiveStrategy(FullStrategy):
                 bar.update(1)
         bar.close()
         ctx.say(f"[nlp_transfer] contrastive: {steps} steps in {time.perf_counter() - t0:.1f} s")
+        trained = sum(p.numel() for p in params)
         for p in params:
             p.requires_grad = False
         if s.pair_adapter == "lora":  # the adapters folded into the encoder's weights: a plain encoder again
             model.encoder = model.encoder.merge_and_unload()
         model.encoder.eval()
+        return trained
 
     def _lora_encoder(self, model: nn.Module) -> nn.Module:
         """The encoder with LoRA adapters on the lora strategy's target modules (``strategy.lora_*``)."""
@@ -269,7 +274,7 @@ class ContrastiveStrategy(FullStrategy):
 
     # ------------------------------------------------------------------ phase-1 checkpoint
     @staticmethod
-    def _save(folder: Path, fingerprint: dict[str, Any], encoder: nn.Module) -> None:
+    def _save(folder: Path, fingerprint: dict[str, Any], encoder: nn.Module, trained: int) -> None:
         from accelerate import PartialState
         if not PartialState().is_main_process:
             return
@@ -277,18 +282,22 @@ class ContrastiveStrategy(FullStrategy):
         tmp = folder / "encoder.safetensors.tmp"
         save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
         os.replace(tmp, folder / "encoder.safetensors")
-        (folder / "tuned.json").write_text(json.dumps(fingerprint, sort_keys=True), encoding="utf-8")
+        (folder / "tuned.json").write_text(json.dumps({**fingerprint, "trained_params": trained}, sort_keys=True),
+                                           encoding="utf-8")
 
     @staticmethod
-    def _load(folder: Path, fingerprint: dict[str, Any], encoder: nn.Module) -> bool:
+    def _load(folder: Path, fingerprint: dict[str, Any], encoder: nn.Module) -> int | None:
+        """The phase-1 encoder of an interrupted run with the same fingerprint: loads it and
+        returns the parameters that phase trained (None: nothing to reuse)."""
         try:
             saved = json.loads((folder / "tuned.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return False
+            return None
+        trained = int(saved.pop("trained_params", 0))
         if saved != json.loads(json.dumps(fingerprint, sort_keys=True)):
-            return False
+            return None
         encoder.load_state_dict(load_file(str(folder / "encoder.safetensors")))
-        return True
+        return trained
 
     # ------------------------------------------------------------------ phase 2: frozen's head training
     def apply(self, model: nn.Module) -> nn.Module:

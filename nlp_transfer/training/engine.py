@@ -234,6 +234,7 @@ class Engine:
         tuned = self.tune_encoder()
         self.trained = self.strategy.apply(self.model)
         self.trainable, self.total = count_params(self.trained)
+        self.trainable += self.strategy.tuned_params  # contrastive: the encoder, trained before the head
         what = f"multi-task {list(self.runs)} " if self.plan.multi else ""
         self.say(f"[nlp_transfer] {what}strategy={self.strategy.name} pooling={self.pooling} "
                   f"{format_params(self.trainable, self.total)}")
