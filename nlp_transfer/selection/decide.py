@@ -350,6 +350,24 @@ def decide_strategy(signals: Signals, thresholds: dict[str, float] | None = None
         reasons.append(msg)
 
     # ---- compute rules -> excluded strategies
+    excluded = compute_exclusions(s, th, reasons, warnings)
+
+    if preferred != "contrastive":  # only reported when it was the data's choice
+        excluded.pop("contrastive", None)
+    strategy = preferred
+    while strategy in excluded:
+        lower = FALLBACK[strategy]
+        reasons.append(f"{strategy} excluded: {excluded[strategy]}; falling back to {lower}")
+        strategy = lower
+
+    return Decision(strategy=strategy, reasons=reasons, thresholds=th, warnings=warnings,
+                    preferred=preferred, excluded=excluded, signals=asdict(s))
+
+
+def compute_exclusions(s: Signals, th: dict[str, float], reasons: list[str],
+                       warnings: list[str]) -> dict[str, str]:
+    """The compute rules of :func:`decide_strategy`: the strategies the device, memory and time
+    budget exclude, each with its reason (numbers included); notes go to ``reasons``/``warnings``."""
     excluded: dict[str, str] = {}
     p = s.model_params
     if s.device == "cpu":
@@ -396,18 +414,7 @@ def decide_strategy(signals: Signals, thresholds: dict[str, float] | None = None
     elif s.time_budget_s is not None:
         reasons.append(f"time_budget_s={s.time_budget_s:.0f} given but no epoch-time estimate; "
                        "the budget was not used")
-
-    if preferred != "contrastive":  # only reported when it was the data's choice
-        excluded.pop("contrastive", None)
-    strategy = preferred
-    while strategy in excluded:
-        lower = FALLBACK[strategy]
-        reasons.append(f"{strategy} excluded: {excluded[strategy]}; falling back to {lower}")
-        strategy = lower
-
-    return Decision(strategy=strategy, reasons=reasons, thresholds=th, warnings=warnings,
-                    preferred=preferred, excluded=excluded, signals=asdict(s))
-
+    return excluded
 
 def data_rule(s: Signals, th: dict[str, float], skill: float | None, chance_note: str,
               reasons: list[str]) -> str:
