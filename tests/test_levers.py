@@ -1,4 +1,4 @@
-"""Performance levers that are user options (issue 7): train.compile and data.num_proc.
+"""Performance levers that are user options (issues 7, 16): train.compile, data.num_proc, train.heap_allocations.
 
 They must change speed only: the same run with and without them trains the same model, the
 saved files keep their plain names, and a reload predicts what the trained module predicts.
@@ -212,3 +212,45 @@ def test_sorted_length_grouping_trains_through_the_engine(tiny_model, toy_csv, t
     r = train(Recipe(**kw))
     assert passes == [r.metrics["data"]["train_size"]] * 2  # the engine drew both epochs from it
     assert r.metrics["history"][-1]["held_out"]["accuracy"] > 0.8 and r.metrics["best_step"] > 0
+
+
+def _faults_per_allocation(n: int = 3, floats: int = 16 * 1024 * 1024) -> list[int]:
+    """Minor page faults of allocating, filling and freeing a 64 MB tensor, n times in a row."""
+    import resource
+    out = []
+    for _ in range(n):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t = torch.ones(floats)
+        del t
+        out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return out
+
+
+def test_heap_allocations_reuse_large_blocks_and_are_put_back() -> None:
+    from nlp_transfer.training.host_memory import glibc, heap_allocations
+    with heap_allocations(False) as on:
+        assert on is False  # disabled: malloc untouched
+    if glibc() is None:
+        with heap_allocations(True) as on:
+            assert on is False  # not glibc: nothing to tune, nothing fails
+        return
+    with heap_allocations(True) as on:
+        assert on is True
+        inside = _faults_per_allocation(5)
+    after = _faults_per_allocation()
+    # 64 MB = 16,384 pages: a fresh mmap faults every page in; the kept heap block faults none
+    # (a block split by other allocations in between may be faulted in once more)
+    assert sum(f < 1_000 for f in inside[1:]) >= 3, inside
+    # put back: the kept memory was returned (the next block faults in again) and blocks are
+    # mmapped afresh again (at least two of three fault in fully, against one of five inside)
+    assert after[0] > 10_000 and sum(f > 10_000 for f in after) >= 2, f"malloc settings not put back: {after}"
+
+
+def test_heap_allocations_change_speed_only(tiny_model, toy_csv, tmp_path) -> None:
+    kw = dict(train={"epochs": 1, "max_steps": 4})
+    on = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "on", "full", **kw)))
+    off = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "off", "full",
+                                       train={"epochs": 1, "max_steps": 4, "heap_allocations": False})))
+    assert on.config.train.heap_allocations is True and off.config.train.heap_allocations is False
+    a, b = _saved_tensors(on.output_dir), _saved_tensors(off.output_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

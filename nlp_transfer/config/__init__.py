@@ -360,6 +360,12 @@ class TrainConfig:
     #: head on cached features and ignores it). Off by default: it costs a compile of tens of seconds
     #: per new shape family and pays only on long runs (benchmarks/levers.py compile).
     compile: bool = False
+    #: CPU runs on Linux (glibc): tensors above 32 MB come from the malloc heap and freed memory is
+    #: kept for the next step while the run trains, instead of a fresh mmap per step. A full
+    #: fine-tune re-allocates its word-embedding gradient (47 MB on MiniLM) every step: 13.3k page
+    #: faults a step without it, 1.6k with it (training/host_memory.py, benchmarks/levers.py
+    #: heap_allocations). Put back after the loop; false leaves malloc alone.
+    heap_allocations: bool = True
     #: Step budget of the strategies that train the encoder (full, lora, partial): when ``epochs`` is
     #: left to the strategy, train at least this many optimizer steps (more epochs on small data;
     #: evaluations stay as many as the default epochs). An explicit ``train.epochs`` wins; 0 = off.

@@ -28,7 +28,7 @@ from nlp_transfer.errors import ConfigError
 RESUME_IGNORED = {"output.resume", "output.force_resume", "output.overwrite", "output.progress_bars",
                   "output.report_to", "hub.push", "hub.repo_id", "hub.private", "hub.revision", "hub.merge", "hub.base_model_id",
                   "eval.batch_size", "output.logging_steps", "output.verbosity", "output.run_name",
-                  "output.tracker_init_kwargs"}
+                  "output.tracker_init_kwargs", "train.heap_allocations"}
 
 
 def checkpoints_dir(out_dir: Path) -> Path:

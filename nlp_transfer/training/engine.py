@@ -46,6 +46,7 @@ from nlp_transfer.training.finish import finish_run
 from nlp_transfer.training.output import base_reference, prepare_output_dir
 from nlp_transfer.training.result import RunResult
 from nlp_transfer.training.runs import RunPlan, TaskRun, build_loaders, prepare_task_data, tokenize_run
+from nlp_transfer.training.host_memory import heap_allocations
 from nlp_transfer.training.sampling import combine_scores, task_probabilities, task_schedule
 
 
@@ -111,10 +112,12 @@ class Engine:
             self.setup()
             self.prepare_data()
             self.build_model()
-            self.prepare_loaders()
-            self.prepare_optimization()
-            start_epoch, skip = self.resume()
-            self.loop(start_epoch, skip)
+            on_cpu = self.accelerator.device.type == "cpu"
+            with heap_allocations(self.cfg.train.heap_allocations and on_cpu):  # the steps, not data prep
+                self.prepare_loaders()
+                self.prepare_optimization()
+                start_epoch, skip = self.resume()
+                self.loop(start_epoch, skip)
             self.count_streamed_rows()
             result = finish_run(self)  # the best weights, final passes, metrics and the saved folder
             self.fire("on_train_end")
