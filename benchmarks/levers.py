@@ -12,7 +12,22 @@
   train sample vs over the whole 4,000-row train split (a second full evaluation), and zero
   encoder passes for ``frozen`` (its sample is read from the feature cache);
 * ``threads``: a full fine-tuning step with 1 vs 2 torch threads (on a shared, oversubscribed
-  machine the OpenMP barriers of 2 threads can cost more than they save).
+  machine the OpenMP barriers of 2 threads can cost more than they save);
+* ``length_grouping``, ``eval_batch``, ``embedding_grads``: see their docstrings (issue 16);
+* ``attention``: transformers' SDPA attention (the default) vs its eager attention, for a full
+  fine-tuning step and for the forward pass of an evaluation;
+* ``dropout_rng``: a full step with torch's dropout (``bernoulli_``, ~5% of a CPU step in the
+  profile) vs a mask drawn with ``torch.rand`` (same distribution, another RNG stream);
+* ``host_sync``: a full step that reads ``loss.item()`` every step vs one that never does;
+* ``step_overhead``: what our engine adds per optimizer step (Accelerate's accumulate context,
+  clipping, scheduler, non-finite check, logging, callbacks, progress) over a bare PyTorch loop,
+  measured on a 2-layer 32-wide model whose own step is a fraction of a millisecond;
+* ``bf16``: ``torch.autocast("cpu", bfloat16)`` vs fp32 for a full step, with the CPU's ISA;
+* ``loader_workers``: the collator's cost per training batch (what DataLoader workers could take
+  off the main process) against the step it feeds;
+* ``heap_allocations``: a full step with glibc's default malloc (the 47 MB word-embedding gradient
+  is a fresh mmap, page-faulted in every step) vs ``train.heap_allocations`` (heap blocks kept),
+  with the minor page faults per step; and the same for a ``lora`` step.
 
     python benchmarks/levers.py [--quick] [--only fused_adamw,compile,...] [--json out.json]
 """
@@ -38,7 +53,8 @@ if str(ROOT) not in sys.path:
 from benchmarks import common  # noqa: E402
 
 LEVERS = ("fused_adamw", "compile", "tokenize_num_proc", "feature_batching", "train_sample_check", "threads",
-          "length_grouping", "eval_batch", "embedding_grads")
+          "length_grouping", "eval_batch", "embedding_grads", "attention", "dropout_rng", "host_sync",
+          "step_overhead", "bf16", "loader_workers", "heap_allocations")
 
 
 def _timeit(fn: Callable[[], Any], n: int, warmup: int = 1) -> float:
@@ -428,6 +444,284 @@ def lever_embedding_grads(quick: bool, work: Path) -> dict[str, Any]:
     return res
 
 
+def _rounds(variants: dict[str, Callable[[], Callable[[int], float]]], n: int, rounds: int = 2) -> dict[str, float]:
+    """Median step time (ms) of each variant over ``n`` steps; variants are rebuilt and interleaved
+    every round (the machine's noise hits all alike), the per-variant minimum of the rounds is kept."""
+    import torch
+
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(rounds):
+        for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            torch.manual_seed(0)
+            step = variants[k]()
+            step(0)
+            step(1)
+            times[k].append(statistics.median(step(i) for i in range(n)))
+    return {k: min(v) * 1e3 for k, v in times.items()}
+
+
+def lever_attention(quick: bool, work: Path) -> dict[str, Any]:
+    """SDPA (transformers' default) vs eager attention: a full fine-tuning step on length-grouped
+    batches, and one evaluation's forward passes (dev + train sample, sorted, batch 32)."""
+    import torch
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 6 if quick else 24
+    batches = _grouped_batches(texts, labels, path, n)
+
+    def model(impl: str) -> Any:
+        m = _transfer_model(path)
+        m.encoder.set_attn_implementation(impl)
+        return m
+
+    res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads()}
+    step_ms = _rounds({impl: (lambda impl=impl: _train_step_fn(model(impl).train(), batches, fused=True))
+                       for impl in ("sdpa", "eager")}, n)
+    res.update({f"train_{k}_ms": v for k, v in step_ms.items()})
+    rows = sorted(texts[: 200 if quick else 1384], key=len)
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(path)
+    ev = [dict(tok(rows[i:i + 32], truncation=True, max_length=common.MAX_LENGTH, padding=True, return_tensors="pt"))
+          for i in range(0, len(rows), 32)]
+    for impl in ("sdpa", "eager", "sdpa", "eager"):
+        m = model(impl).eval()
+
+        def run(m: Any = m) -> None:
+            with torch.inference_mode():
+                for b in ev:
+                    m(**b)
+        t = _timeit(run, 2 if quick else 3)
+        res[f"eval_{impl}_s"] = min(res.get(f"eval_{impl}_s", t), t)
+    res["train_speedup_eager"] = res["train_sdpa_ms"] / res["train_eager_ms"]
+    res["eval_speedup_eager"] = res["eval_sdpa_s"] / res["eval_eager_s"]
+    res["summary"] = (f"full step sdpa {res['train_sdpa_ms']:.0f} ms vs eager {res['train_eager_ms']:.0f} ms "
+                      f"({res['train_speedup_eager']:.2f}x for eager); evaluation of {len(rows)} rows sdpa "
+                      f"{res['eval_sdpa_s']:.2f} s vs eager {res['eval_eager_s']:.2f} s "
+                      f"({res['eval_speedup_eager']:.2f}x; {res['threads']} threads)")
+    return res
+
+
+def lever_dropout_rng(quick: bool, work: Path) -> dict[str, Any]:
+    """torch's dropout (``bernoulli_``) vs a ``torch.rand`` mask in every dropout of the model (the
+    attention probabilities included: eager attention, so that they are modules too)."""
+    import torch
+
+    class Rand(torch.nn.Module):
+        def __init__(self, p: float) -> None:
+            super().__init__()
+            self.p = p
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not self.training or not self.p:
+                return x
+            return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 6 if quick else 24
+    batches = _grouped_batches(texts, labels, path, n)
+
+    def model(rand: bool) -> Any:
+        m = _transfer_model(path)
+        m.encoder.set_attn_implementation("eager")
+        if rand:
+            for mod in list(m.modules()):
+                for name, child in list(mod.named_children()):
+                    if isinstance(child, torch.nn.Dropout):
+                        setattr(mod, name, Rand(child.p))
+        return m.train()
+
+    ms = _rounds({"bernoulli": lambda: _train_step_fn(model(False), batches, fused=True),
+                  "rand": lambda: _train_step_fn(model(True), batches, fused=True)}, n)
+    res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads(),
+                           "bernoulli_ms": ms["bernoulli"], "rand_ms": ms["rand"],
+                           "speedup": ms["bernoulli"] / ms["rand"]}
+    res["summary"] = (f"full step (eager attention) with bernoulli_ dropout {ms['bernoulli']:.0f} ms vs rand mask "
+                      f"{ms['rand']:.0f} ms ({res['speedup']:.2f}x; {res['threads']} threads)")
+    return res
+
+
+def lever_host_sync(quick: bool, work: Path) -> dict[str, Any]:
+    """A full step reading ``loss.item()`` (a host sync: the engine's running loss) vs none."""
+    import torch
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 6 if quick else 24
+    batches = _grouped_batches(texts, labels, path, n)
+
+    def variant(sync: bool) -> Callable[[int], float]:
+        model = _transfer_model(path).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
+
+        def step(i: int) -> float:
+            t0 = time.perf_counter()
+            out = model(**batches[i % len(batches)])
+            out["loss"].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if sync:
+                out["loss"].item()
+            return time.perf_counter() - t0
+        return step
+
+    ms = _rounds({"item": lambda: variant(True), "none": lambda: variant(False)}, n)
+    res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads(), "item_ms": ms["item"],
+                           "none_ms": ms["none"], "device": "cpu"}
+    res["summary"] = (f"full step with loss.item() {ms['item']:.1f} ms vs without {ms['none']:.1f} ms on CPU "
+                      f"(no queue to drain: the difference is noise); not measured on a GPU")
+    return res
+
+
+def lever_step_overhead(quick: bool, work: Path) -> dict[str, Any]:
+    """Our engine's own cost per optimizer step: ``train()`` with a 2-layer, 32-wide BERT (its
+    forward/backward/AdamW take a few milliseconds) on the 4,000 SST-2 rows, 1 epoch, evaluation
+    time excluded, against a bare PyTorch loop (forward, backward, fused AdamW) over batches
+    grouped the same way. The difference also holds the DataLoader's collation."""
+    import tempfile
+
+    import torch
+
+    from nlp_transfer import Recipe, train
+
+    tiny = work / "tiny_bert"
+    if not (tiny / "config.json").is_file():
+        common.save_tiny_bert(tiny)
+    texts, labels = _texts(quick)
+    d = Path(tempfile.mkdtemp(dir=work))
+    data = d / "train.csv"
+    import csv
+    with data.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels))
+    recipe = Recipe(model={"name": str(tiny), "max_length": common.MAX_LENGTH},
+                    data={"name": str(data), "dedup": False}, strategy={"name": "full"},
+                    train={"epochs": 1, "batch_size": common.BATCH_SIZE, "min_steps": 0, "lr": 1e-4},
+                    eval={"train_sample_size": 0}, output={"dir": str(d / "out"), "report_to": ["none"],
+                                                           "progress_bars": False, "verbosity": "error"})
+    m = train(recipe).metrics
+    steps = int(m["history"][-1]["step"])
+    train_s = float(m["timing"]["train_s"])  # the loop minus its evaluations
+    batches = _grouped_batches(texts, labels, str(tiny), 10 ** 6)
+    step = _train_step_fn(_transfer_model(str(tiny)).train(), batches, fused=True)
+    bare_ms = statistics.median(step(i) for i in range(len(batches))) * 1e3
+    engine_ms = train_s / steps * 1e3
+    res: dict[str, Any] = {"steps": steps, "engine_ms": engine_ms, "bare_ms": bare_ms,
+                           "overhead_ms": engine_ms - bare_ms, "threads": torch.get_num_threads()}
+    res["summary"] = (f"engine {engine_ms:.2f} ms per step vs a bare loop {bare_ms:.2f} ms on a 2-layer 32-wide "
+                      f"model: {engine_ms - bare_ms:.2f} ms of our own per step")
+    return res
+
+
+def lever_bf16(quick: bool, work: Path) -> dict[str, Any]:
+    """``torch.autocast("cpu", dtype=torch.bfloat16)`` vs fp32, a full step, and the CPU's ISA
+    (bf16 pays only with AVX512-BF16 or AMX)."""
+    import torch
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 4 if quick else 12
+    batches = _grouped_batches(texts, labels, path, n)
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
+    isa = sorted({f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")})
+
+    def variant(bf16: bool) -> Callable[[int], float]:
+        model = _transfer_model(path).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
+
+        def step(i: int) -> float:
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(**batches[i % len(batches)])
+            out["loss"].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return time.perf_counter() - t0
+        return step
+
+    ms = _rounds({"fp32": lambda: variant(False), "bf16": lambda: variant(True)}, n)
+    res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads(), "fp32_ms": ms["fp32"],
+                           "bf16_ms": ms["bf16"], "speedup": ms["fp32"] / ms["bf16"], "isa": isa,
+                           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    res["summary"] = (f"full step fp32 {ms['fp32']:.0f} ms vs bf16 autocast {ms['bf16']:.0f} ms "
+                      f"({res['speedup']:.2f}x; CPU flags {', '.join(isa) or 'none'})")
+    return res
+
+
+def lever_loader_workers(quick: bool, work: Path) -> dict[str, Any]:
+    """What DataLoader workers could take off the training process: the collator's time per batch
+    (pre-tokenised rows padded by ``DataCollatorWithPadding``, as the engine's loader does) next to
+    the full step it feeds."""
+    import torch
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    tok = AutoTokenizer.from_pretrained(path)
+    enc = tok(texts, truncation=True, max_length=common.MAX_LENGTH)
+    rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+             "token_type_ids": enc["token_type_ids"][i], "label": labels[i]} for i in range(len(texts))]
+    collate = DataCollatorWithPadding(tok)
+    bs = common.BATCH_SIZE
+    chunks = [rows[i:i + bs] for i in range(0, len(rows), bs)]
+    collate_ms = _timeit(lambda: [collate(c) for c in chunks], 3) / len(chunks) * 1e3
+    n = 4 if quick else 12
+    step = _train_step_fn(_transfer_model(path).train(), _grouped_batches(texts, labels, path, n), fused=True)
+    step(0)
+    step_ms = statistics.median(step(i) for i in range(n)) * 1e3
+    res: dict[str, Any] = {"collate_ms": collate_ms, "step_ms": step_ms, "share": collate_ms / step_ms,
+                           "threads": torch.get_num_threads()}
+    res["summary"] = (f"collating a batch {collate_ms:.2f} ms vs a full step {step_ms:.0f} ms ({res['share']:.2%}): "
+                      f"workers have nothing to take off the loop (tokenisation is done before, num_proc)")
+    return res
+
+
+def lever_heap_allocations(quick: bool, work: Path) -> dict[str, Any]:
+    """Full and LoRA steps with and without ``train.heap_allocations`` (training/host_memory.py):
+    median ms and minor page faults per step, rounds alternated (off, on, on, off), the
+    per-variant minimum kept."""
+    import resource
+
+    import torch
+
+    from nlp_transfer.strategies import get_strategy
+    from nlp_transfer.config import StrategyConfig
+    from nlp_transfer.training.host_memory import heap_allocations
+
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 6 if quick else 24
+    batches = _grouped_batches(texts, labels, path, n)
+    res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads()}
+    for strategy in ("full", "lora"):
+        times: dict[str, list[float]] = {"off": [], "on": []}
+        faults: dict[str, list[float]] = {"off": [], "on": []}
+        for variant in ("off", "on", "on", "off"):
+            with heap_allocations(variant == "on"):
+                torch.manual_seed(0)
+                model = _transfer_model(path)
+                if strategy == "lora":
+                    model = get_strategy(StrategyConfig(name="lora")).apply(model)
+                step = _train_step_fn(model.train(), batches, fused=True)
+                step(0)
+                step(1)
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                times[variant].append(statistics.median(step(i) for i in range(n)))
+                faults[variant].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n)
+                del model, step
+        for v in ("off", "on"):
+            res[f"{strategy}_{v}_ms"] = min(times[v]) * 1e3
+            res[f"{strategy}_{v}_faults_per_step"] = min(faults[v])
+        res[f"{strategy}_speedup"] = res[f"{strategy}_off_ms"] / res[f"{strategy}_on_ms"]
+    res["summary"] = "; ".join(
+        f"{s} step {res[f'{s}_off_ms']:.0f} ms ({res[f'{s}_off_faults_per_step']:.0f} page faults) vs "
+        f"{res[f'{s}_on_ms']:.0f} ms ({res[f'{s}_on_faults_per_step']:.0f}) with heap allocations "
+        f"({res[f'{s}_speedup']:.2f}x)" for s in ("full", "lora")) + f" ({res['threads']} threads)"
+    return res
+
+
 def run_all(job: dict[str, Any]) -> dict[str, Any]:
     """Run the selected levers (``job["only"]``, default all) and summarise each in one line."""
     import shutil
@@ -452,7 +746,7 @@ def run_all(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Measure the performance levers of issue 7.")
+    ap = argparse.ArgumentParser(description="Measure the performance levers of issues 7 and 16.")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=",".join(LEVERS))
     ap.add_argument("--json", default=None)
