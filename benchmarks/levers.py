@@ -144,20 +144,34 @@ def lever_fused_adamw(quick: bool, work: Path) -> dict[str, Any]:
     return res
 
 
-def _train_step_fn(model: Any, batches: list[dict[str, Any]], fused: bool | None = None) -> Callable[[int], float]:
+def _train_step_fn(model: Any, batches: list[dict[str, Any]], fused: bool | None = None, *, sync: bool = False,
+                   bf16: bool = False) -> Callable[[int], float]:
+    """A timed training step (forward, backward, AdamW) over ``batches``; ``sync`` reads
+    ``loss.item()`` each step, ``bf16`` runs the forward under CPU bf16 autocast."""
     import torch
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=fused)
 
     def step(i: int) -> float:
         t0 = time.perf_counter()
-        out = model(**batches[i % len(batches)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**batches[i % len(batches)])
         out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if sync:
+            out["loss"].item()
         return time.perf_counter() - t0
 
     return step
+
+
+def _step_batches(quick: bool, work: Path, n_full: int = 24) -> tuple[str, list[dict[str, Any]], int]:
+    """The model path, ``n`` length-grouped SST-2 training batches and ``n`` (fewer when quick)."""
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 6 if quick else n_full
+    return path, _grouped_batches(texts, labels, path, n), n
 
 
 def lever_compile(quick: bool, work: Path) -> dict[str, Any]:
@@ -465,10 +479,8 @@ def lever_attention(quick: bool, work: Path) -> dict[str, Any]:
     batches, and one evaluation's forward passes (dev + train sample, sorted, batch 32)."""
     import torch
 
-    path = _model_path(quick, work)
-    texts, labels = _texts(quick)
-    n = 6 if quick else 24
-    batches = _grouped_batches(texts, labels, path, n)
+    path, batches, n = _step_batches(quick, work)
+    texts, _ = _texts(quick)
 
     def model(impl: str) -> Any:
         m = _transfer_model(path)
@@ -517,10 +529,7 @@ def lever_dropout_rng(quick: bool, work: Path) -> dict[str, Any]:
                 return x
             return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
 
-    path = _model_path(quick, work)
-    texts, labels = _texts(quick)
-    n = 6 if quick else 24
-    batches = _grouped_batches(texts, labels, path, n)
+    path, batches, n = _step_batches(quick, work)
 
     def model(rand: bool) -> Any:
         m = _transfer_model(path)
@@ -546,27 +555,9 @@ def lever_host_sync(quick: bool, work: Path) -> dict[str, Any]:
     """A full step reading ``loss.item()`` (a host sync: the engine's running loss) vs none."""
     import torch
 
-    path = _model_path(quick, work)
-    texts, labels = _texts(quick)
-    n = 6 if quick else 24
-    batches = _grouped_batches(texts, labels, path, n)
-
-    def variant(sync: bool) -> Callable[[int], float]:
-        model = _transfer_model(path).train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
-
-        def step(i: int) -> float:
-            t0 = time.perf_counter()
-            out = model(**batches[i % len(batches)])
-            out["loss"].backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if sync:
-                out["loss"].item()
-            return time.perf_counter() - t0
-        return step
-
-    ms = _rounds({"item": lambda: variant(True), "none": lambda: variant(False)}, n)
+    path, batches, n = _step_batches(quick, work)
+    ms = _rounds({k: (lambda k=k: _train_step_fn(_transfer_model(path).train(), batches, fused=True,
+                                                 sync=k == "item")) for k in ("item", "none")}, n)
     res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads(), "item_ms": ms["item"],
                            "none_ms": ms["none"], "device": "cpu"}
     res["summary"] = (f"full step with loss.item() {ms['item']:.1f} ms vs without {ms['none']:.1f} ms on CPU "
@@ -620,28 +611,11 @@ def lever_bf16(quick: bool, work: Path) -> dict[str, Any]:
     (bf16 pays only with AVX512-BF16 or AMX)."""
     import torch
 
-    path = _model_path(quick, work)
-    texts, labels = _texts(quick)
-    n = 4 if quick else 12
-    batches = _grouped_batches(texts, labels, path, n)
+    path, batches, n = _step_batches(quick, work, 12)
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
     isa = sorted({f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")})
-
-    def variant(bf16: bool) -> Callable[[int], float]:
-        model = _transfer_model(path).train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
-
-        def step(i: int) -> float:
-            t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = model(**batches[i % len(batches)])
-            out["loss"].backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return time.perf_counter() - t0
-        return step
-
-    ms = _rounds({"fp32": lambda: variant(False), "bf16": lambda: variant(True)}, n)
+    ms = _rounds({k: (lambda k=k: _train_step_fn(_transfer_model(path).train(), batches, fused=True,
+                                                 bf16=k == "bf16")) for k in ("fp32", "bf16")}, n)
     res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads(), "fp32_ms": ms["fp32"],
                            "bf16_ms": ms["bf16"], "speedup": ms["fp32"] / ms["bf16"], "isa": isa,
                            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
@@ -690,10 +664,7 @@ def lever_heap_allocations(quick: bool, work: Path) -> dict[str, Any]:
     from nlp_transfer.config import StrategyConfig
     from nlp_transfer.training.host_memory import heap_allocations
 
-    path = _model_path(quick, work)
-    texts, labels = _texts(quick)
-    n = 6 if quick else 24
-    batches = _grouped_batches(texts, labels, path, n)
+    path, batches, n = _step_batches(quick, work)
     res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads()}
     for strategy in ("full", "lora"):
         times: dict[str, list[float]] = {"off": [], "on": []}
