@@ -416,6 +416,7 @@ def compute_exclusions(s: Signals, th: dict[str, float], reasons: list[str],
                        "the budget was not used")
     return excluded
 
+
 def data_rule(s: Signals, th: dict[str, float], skill: float | None, chance_note: str,
               reasons: list[str]) -> str:
     """The strategy the data asks for (rules 0-5 of :func:`decide_strategy`); appends its reason."""
