@@ -258,11 +258,19 @@ def test_heap_allocations_reuse_large_blocks_and_are_put_back() -> None:
     assert after[0] > 10_000 and sum(f > 10_000 for f in after) >= 2, f"malloc settings not put back: {after}"
 
 
-def test_heap_allocations_change_speed_only(tiny_model, toy_csv, tmp_path) -> None:
+def test_heap_allocations_change_speed_only(tiny_model, toy_csv, tmp_path, monkeypatch) -> None:
+    from nlp_transfer.training import engine, host_memory
+    entered = []
+
+    def spy(enabled):  # the engine really enters the context, with the setting as configured
+        entered.append(enabled)
+        return host_memory.heap_allocations(enabled)
+    monkeypatch.setattr(engine, "heap_allocations", spy)
     kw = dict(train={"epochs": 1, "max_steps": 4})
     on = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "on", "full", **kw)))
     off = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "off", "full",
                                        train={"epochs": 1, "max_steps": 4, "heap_allocations": False})))
     assert on.config.train.heap_allocations is True and off.config.train.heap_allocations is False
+    assert entered == [True, False]  # CPU runs
     a, b = _saved_tensors(on.output_dir), _saved_tensors(off.output_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
