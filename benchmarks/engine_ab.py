@@ -2,7 +2,7 @@
 
 The run is ``benchmarks/run.py``'s recipe (MiniLM, the seeded 4,000 SST-2 sentences, dev 872,
 batch 32, max_length 128, the Trainer peer's hyper-parameters) for ``--epochs`` epochs of
-``--strategy``. Each ``--set KEY=VALUE`` list is one variant; variants run alternately (A B B A
+``--strategy``. Each ``--variant KEY=VALUE[,KEY=VALUE...]`` is one variant (none: the defaults); variants run alternately (A B B A
 ...) so that the machine's drift hits them alike. Prints one JSON line per run: the loop's
 training seconds (evaluations excluded), samples/s, evaluation seconds and dev accuracy; then the
 median per variant, with its useful MFU: the matmul FLOPs of the real tokens trained
@@ -58,15 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     if args._one:
         print("RESULT " + json.dumps(one(json.loads(args._one))), flush=True)
         return 0
-    variants = {v: [x for x in v.split(",") if x] for v in (args.variant or ["default="])}
-    variants = {k: ([] if v == ["default="] else v) for k, v in variants.items()}
+    variants = {v: [x for x in v.split(",") if x] for v in args.variant} or {"defaults": []}
     work = Path(tempfile.mkdtemp(prefix="nlpt_ab_"))
     tr, dev = common.load_sst2(common.TRAIN_SAMPLE)
     write_jsonl(tr, work / "d" / "train.jsonl")
     write_jsonl(dev, work / "d" / "dev.jsonl")
     from benchmarks.flops import matmul_peak_flops
 
-    peaks = [matmul_peak_flops()]
+    peak_before = matmul_peak_flops()["peak_flops"]
     names = list(variants)
     results: dict[str, list[dict]] = {n: [] for n in names}
     index = 0
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
             results[name].append(rec)
             print(json.dumps(rec), flush=True)
-    peak = max(peaks[0]["peak_flops"], matmul_peak_flops()["peak_flops"])
+    peak = max(peak_before, matmul_peak_flops()["peak_flops"])
     from transformers import AutoConfig
 
     from benchmarks.flops import encoder_train_flops

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import re
 from pathlib import Path
 
@@ -103,7 +104,9 @@ def test_run_lengths_follow_the_step_budget(tiny_model: Path, toy_csv: Path, tmp
     from nlp_transfer.selection.auto import run_lengths
     cfg = cfg_for(tiny_model, toy_csv, tmp_path / "o", train={"min_steps": 200, "epochs": None})
     assert run_lengths(cfg, 2) == {"run_epochs": 100.0, "contrastive_epochs": 80.0}  # 20 rounds x 2 pairs x 2
-    assert run_lengths(cfg, 500)["run_epochs"] == 4.0  # lora's default epochs already pass 200 steps
+    assert run_lengths(replace(cfg, train=replace(cfg.train, min_steps=0)), 2)["run_epochs"] == 1.0  # no budget
+    assert run_lengths(cfg, 500)["run_epochs"] == 1.0  # one epoch passes 200 steps: min_epochs (3) rules
+    assert run_lengths(cfg, 2) != run_lengths(replace(cfg, train=replace(cfg.train, gradient_accumulation_steps=4)), 2)
     fixed = RecipeConfig(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "o", train={"min_steps": 200, "epochs": 3},
                                          strategy={"name": "auto", "pair_rounds": 5}))
     assert run_lengths(fixed, 2) == {"run_epochs": 3.0, "contrastive_epochs": 20.0}  # explicit epochs: no budget

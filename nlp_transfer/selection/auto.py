@@ -37,8 +37,7 @@ import torch
 from nlp_transfer.errors import is_main_process
 from nlp_transfer.log import configure as configure_logging
 from nlp_transfer.selection.decide import Decision, Signals, decide_strategy, explain
-from nlp_transfer import registry
-from nlp_transfer.config import RecipeConfig, eval_batch_size, stretched_epochs
+from nlp_transfer.config import RecipeConfig, eval_batch_size
 from nlp_transfer.errors import ConfigError
 
 __all__ = ["AutoDecision", "measure_signals", "resolve_auto", "device_info", "estimate_full_epoch_seconds",
@@ -206,34 +205,34 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
 
     # ---- compute
     meas["device"] = dev
-    est = None
+    est = lengths = None
     if time_budget_s is not None:
         train_tok = tokenize(data.train, tokenizer, cfg.model.max_length)
         timing = estimate_full_epoch_seconds(cfg, train_tok, tokenizer, n_classes, device, timing_steps,
                                              seed=cfg.train.seed)
-        timing.update(run_lengths(cfg, timing["batches_per_epoch"]))
-        meas["timing"] = timing
+        lengths = run_lengths(cfg, timing["batches_per_epoch"])
+        meas["timing"] = {**timing, **lengths}
         est = timing["est_full_epoch_s"]
     meas["measure_s"] = round(time.perf_counter() - t0, 2)
     signals = Signals(n_train=n_train, n_classes=n_classes, min_per_class=min_per_class, probe_score=probe_score,
                       probe_chance=chance, model_params=int(total), device=dev["device"],
                       gpu_memory_gb=dev.get("gpu_memory_gb"), time_budget_s=time_budget_s, est_full_epoch_s=est,
                       pairable=pairable(cfg, n_classes, min_per_class),
-                      run_epochs=meas.get("timing", {}).get("run_epochs"),
-                      contrastive_epochs=meas.get("timing", {}).get("contrastive_epochs"))
+                      **(lengths or {}))
     return signals, meas
 
 
 def run_lengths(cfg: RecipeConfig, batches_per_epoch: int) -> dict[str, float]:
     """What the time rule multiplies the epoch estimate by: the epochs a fine-tuning run trains
-    (the step budget ``train.min_steps`` stretches small sets: 200 steps over 2 batches per epoch
-    are 100 epochs; an explicit ``train.epochs`` turns it off, as in the engine) and the
-    contrastive pair phase in full-epoch equivalents (``pair_rounds`` x 2 pairs per example, two
-    sentences each, ``pair_epochs`` passes)."""
-    epochs = cfg.train.epochs if cfg.train.epochs is not None else registry.strategy_defaults("lora")["epochs"]
-    if cfg.train.epochs is None and cfg.train.min_steps:
-        per_epoch = math.ceil(batches_per_epoch / cfg.train.gradient_accumulation_steps)
-        epochs = stretched_epochs(cfg.train.min_steps, per_epoch, epochs)
+    (an explicit ``train.epochs``; else the epochs the step budget ``train.min_steps`` asks for,
+    200 steps over 2 batches per epoch being 100; the rule never goes below ``min_epochs``) and
+    the contrastive pair phase in full-epoch equivalents (``pair_rounds`` x 2 pairs per example,
+    two sentences each, ``pair_epochs`` passes)."""
+    t = cfg.train
+    if t.epochs is not None:
+        epochs = t.epochs
+    else:
+        epochs = max(1, math.ceil(t.min_steps / math.ceil(batches_per_epoch / t.gradient_accumulation_steps)))
     s = cfg.strategy
     return {"run_epochs": float(epochs), "contrastive_epochs": float(4 * s.pair_rounds * s.pair_epochs)}
 
