@@ -54,7 +54,7 @@ from benchmarks import common  # noqa: E402
 
 LEVERS = ("fused_adamw", "compile", "tokenize_num_proc", "feature_batching", "train_sample_check", "threads",
           "length_grouping", "eval_batch", "embedding_grads", "attention", "dropout_rng", "host_sync",
-          "step_overhead", "bf16", "loader_workers", "heap_allocations")
+          "step_overhead", "bf16", "loader_workers", "heap_allocations", "seen_rows")
 
 
 def _timeit(fn: Callable[[], Any], n: int, warmup: int = 1) -> float:
@@ -690,6 +690,48 @@ def lever_heap_allocations(quick: bool, work: Path) -> dict[str, Any]:
         f"{s} step {res[f'{s}_off_ms']:.0f} ms ({res[f'{s}_off_faults_per_step']:.0f} page faults) vs "
         f"{res[f'{s}_on_ms']:.0f} ms ({res[f'{s}_on_faults_per_step']:.0f}) with heap allocations "
         f"({res[f'{s}_speedup']:.2f}x)" for s in ("full", "lora")) + f" ({res['threads']} threads)"
+    return res
+
+
+def lever_seen_rows(quick: bool, work: Path) -> dict[str, Any]:
+    """``train.skip_unseen_embeddings`` (model/embedding_rows.py): a full step training every
+    word-embedding row, only the rows of the tokens in the training sample (the same update under
+    weight decay 0), or none (frozen, which changes what trains: the bound). Same batches,
+    interleaved rounds, median step."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from nlp_transfer.model.embedding_rows import SeenRowsEmbedding, token_ids_in
+
+    path, batches, n = _step_batches(quick, work)
+    texts, _ = _texts(quick)
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = tok(texts, truncation=True, max_length=common.MAX_LENGTH)["input_ids"]
+    res: dict[str, Any] = {"batches": n, "threads": torch.get_num_threads(), "train_texts": len(texts)}
+
+    def variant(kind: str) -> Callable[[], Callable[[int], float]]:
+        def build() -> Callable[[int], float]:
+            model = _transfer_model(path).train()
+            emb = model.encoder.get_input_embeddings()
+            res["vocab"] = emb.num_embeddings
+            if kind == "seen":
+                seen = token_ids_in((np.asarray(x) for x in ids), emb.num_embeddings)
+                model.encoder.set_input_embeddings(SeenRowsEmbedding(emb, seen))
+                res["seen_rows"] = len(model.encoder.get_input_embeddings().seen)
+            elif kind == "frozen":
+                emb.weight.requires_grad_(False)
+            return _train_step_fn(model, batches, fused=True)
+        return build
+
+    ms = _rounds({k: variant(k) for k in ("all", "seen", "frozen")}, n)
+    res.update({f"{k}_ms": v for k, v in ms.items()})
+    res["speedup"] = ms["all"] / ms["seen"]
+    res["frozen_speedup"] = ms["all"] / ms["frozen"]
+    res["summary"] = (f"full step training all {res['vocab']:,} word-embedding rows {ms['all']:.0f} ms vs the "
+                      f"{res['seen_rows']:,} rows of the {len(texts):,} training texts {ms['seen']:.0f} ms "
+                      f"({res['speedup']:.2f}x; none, frozen: {ms['frozen']:.0f} ms, {res['frozen_speedup']:.2f}x; "
+                      f"{res['threads']} threads)")
     return res
 
 

@@ -422,8 +422,16 @@ def test_targets_and_table_from_results() -> None:
     assert targets["full samples/s speedup"] == ("2.40x", ">= 2x", True)
     assert targets["full dev accuracy vs Trainer"][2] is False  # 0.6 point below: outside 0.5
     assert targets["peak RSS largest/smallest"] == ("1.40x", "<= 1.5x", True)
+    assert targets["full samples/s vs group_by_length"] == ("1.10x", ">= 1.2x", False)  # issue 16
     table = run.format_table(results)
     assert "MISS full dev accuracy vs Trainer" in table and "met  full samples/s speedup" in table
+    # a row measured beside group_by_length only (--peers trainer_gbl): its targets, no KeyError
+    only = {"ours": row["ours"], "trainer_gbl": row["trainer_gbl"], "speedup_wall_vs_trainer_gbl": 1.3,
+            "speedup_samples_vs_trainer_gbl": 1.25, "accuracy_delta_vs_trainer_gbl": 0.01}
+    targets = run.check_targets({"train": {"settings": {}, "summary": {"full": only}}})
+    assert set(targets) == {"full samples/s vs group_by_length", "full dev accuracy vs group_by_length"}
+    assert targets["full samples/s vs group_by_length"][2] is True
+    assert "vs gbl: wall 1.30x" in run.format_table({"train": {"settings": {}, "summary": {"full": only}}})
 
 
 def test_memory_synthesis_is_distinct_and_streams(tmp_path: Path) -> None:

@@ -21,7 +21,10 @@ WEIGHTS = {"full": "encoder/model.safetensors", "frozen": "head.safetensors", "l
            "contrastive": "head.safetensors"}
 #: Per-case settings: contrastive's 2 pair rounds keep the run short; full-budget is full under the
 #: step budget (12 steps an epoch: 5 epochs for 60 steps, evaluated and checkpointed every 2).
-EXTRA = {"contrastive": ["strategy.pair_rounds=2"], "full-budget": ["train.epochs=null", "train.min_steps=60"]}
+#: full-seen trains only the word-embedding rows its data uses (train.skip_unseen_embeddings, on
+#: without weight decay): checkpoints hold those rows, and the resumed run rebuilds the same split.
+EXTRA = {"contrastive": ["strategy.pair_rounds=2"], "full-budget": ["train.epochs=null", "train.min_steps=60"],
+         "full-seen": ["train.weight_decay=0"]}
 
 
 def _args(model: Path, data: Path, out: Path, strategy: str, *extra: str) -> list[str]:
@@ -63,7 +66,7 @@ def data_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("resume_data") / "train.csv", make_rows(120))
 
 
-@pytest.mark.parametrize("case", ["full", "lora", "frozen", "contrastive", "full-budget"])
+@pytest.mark.parametrize("case", ["full", "lora", "frozen", "contrastive", "full-budget", "full-seen"])
 def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_path, case):
     """contrastive: the kill lands in the head phase; the resumed run reuses the tuned encoder kept
     in checkpoints/contrastive/ (phase 1 is not repeated) and still ends bitwise equal."""
@@ -93,6 +96,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_model, data_csv, tmp_pat
         assert all((enc[k] == ref_enc[k]).all() for k in ref_enc), "tuned encoder differs after resume"
     m, w = _final(out, strategy)
     assert m["resumed_from"]
+    if case == "full-seen":
+        assert "rows occur in the training data" in resumed.stdout
     if case == "full-budget":
         assert [h["step"] for h in m["history"]] == [24, 48, 60]  # the budget survives the resume
     for key in ("held_out", "train_sample", "gap", "best_epoch", "best_step", "stopped_early"):

@@ -33,6 +33,7 @@ from nlp_transfer.errors import ConfigError, NLPTransferError
 from nlp_transfer.training.step import build_optimizer, clip_parameters, compiled_step_model, training_step
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                                 load_tokenizer, resolve_head, resolve_model)
+from nlp_transfer.model.embedding_rows import token_ids_in, train_seen_rows, why_not_seen_rows
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
 from nlp_transfer.model import GlobalBatchDropout
 from nlp_transfer.model.features import launched_on_cpus
@@ -276,6 +277,7 @@ class Engine:
     def prepare_optimization(self) -> None:
         cfg, acc, hp = self.cfg, self.accelerator, self.hp
         groups = self.strategy.param_groups(self.trained, hp["lr"], hp["head_lr"], cfg.train.weight_decay)
+        self.train_seen_rows(groups)
         self.batches = {n: len(r.loaders["train"]) for n, r in self.runs.items()}
         self.train_rows = {n: r.train_rows() for n, r in self.runs.items()}
         self.steps_in_epoch = sum(self.batches.values())
@@ -303,6 +305,24 @@ class Engine:
         self.state = TrainState(self.out_dir, self.total_steps)
         if self.report_to:
             self.init_trackers()
+
+    def train_seen_rows(self, groups: list[dict[str, Any]]) -> None:
+        """``train.skip_unseen_embeddings``: train only the word-embedding rows of tokens in the
+        training data when that is the same update (model/embedding_rows.py); merged back in
+        ``finish_run``. A stream's tokens are not known in advance: it trains the whole table."""
+        encoder = self.model.encoder
+        if not self.cfg.train.skip_unseen_embeddings or self.streamed:
+            return
+        why = why_not_seen_rows(encoder, groups)
+        if why is not None:
+            self.log.debug(f"[nlp_transfer] every word-embedding row trains: {why}")
+            return
+        vocab = encoder.get_input_embeddings().num_embeddings
+        seen = token_ids_in((chunk.flatten().to_numpy() for r in self.runs.values()
+                             for chunk in r.train_tok.data.column("input_ids").chunks), vocab)
+        module = train_seen_rows(encoder, groups, seen)
+        self.say(f"[nlp_transfer] word embedding: {len(module.seen):,} of {vocab:,} rows occur in the training "
+                 f"data and train; the others cannot move (train.skip_unseen_embeddings)")
 
     def step_budget(self) -> int:
         """``train.min_steps``: more epochs when the data is small (the strategy honours it and

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nlp_transfer.config.objects import is_in_memory
+from nlp_transfer.model.embedding_rows import merge_seen_rows
 from nlp_transfer.strategies import restore_trainable, write_json
 from nlp_transfer.tasks.common import write_artifacts
 from nlp_transfer.training.evaluate import evaluate
@@ -166,6 +167,7 @@ def finish_run(e: Engine) -> RunResult:
     unwrapped = acc.unwrap_model(e.trained)
     if e.best["weights"] is not None:
         restore_trainable(unwrapped, e.best["weights"])
+    merge_seen_rows(e.model.encoder)  # train.skip_unseen_embeddings: one plain embedding table again
     per_task, fins = {}, {}
     for n, r in e.runs.items():
         per_task[n], fins[n] = task_metrics(e, r)

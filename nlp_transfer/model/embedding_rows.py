@@ -1,0 +1,116 @@
+"""Train only the word-embedding rows of tokens the training data contains (``train.skip_unseen_embeddings``).
+
+A full fine-tune of MiniLM trains a 30,522 x 384 word-embedding table, yet 4,000 SST-2 sentences
+use about 9,000 of its rows. The other rows get a zero gradient in every step, and under AdamW
+without weight decay a parameter whose gradient was always zero never moves (its moments stay
+zero, so its update is 0 / (0 + eps)). Autograd still writes the whole 47 MB dense gradient each
+step, the optimizer reads and writes all 11.7M weights and their two moments, and the gradient
+clip sums them. :class:`SeenRowsEmbedding` trains the seen rows as a small parameter and reads the
+others from the frozen table: the same weights in exact arithmetic, with a fraction of the
+embedding's memory traffic (benchmarks/levers.py ``seen_rows``).
+
+Why by hand: ``nn.Embedding(sparse=True)`` gives sparse gradients, but ``torch.optim.AdamW`` and
+``clip_grad_norm_`` refuse them, and ``SparseAdam`` is a different update (no weight decay, lazy
+moments) from the AdamW the run configures.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SeenRowsEmbedding(nn.Module):
+    """A drop-in for an ``nn.Embedding`` whose trainable rows are ``seen``; the rest stay frozen.
+
+    ``weight`` is the original (frozen) table, so code that reads ``.weight`` still works;
+    ``rows`` holds the trained copies of the seen rows. :meth:`merged` writes them back."""
+
+    def __init__(self, embedding: nn.Embedding, seen: torch.Tensor) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
+        self.padding_idx = embedding.padding_idx
+        seen = torch.unique(seen.to(torch.long))
+        if self.padding_idx is not None:  # its gradient is zero by definition: it never moves
+            seen = seen[seen != self.padding_idx]
+        self.__dict__["original"] = embedding  # not a submodule: its weight is ours, registered once
+        self.weight = embedding.weight
+        self.weight.requires_grad_(False)
+        index = torch.full((self.num_embeddings,), -1, dtype=torch.long, device=self.weight.device)
+        index[seen.to(index.device)] = torch.arange(len(seen), device=index.device)
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("seen", seen.to(self.weight.device), persistent=False)
+        self.rows = nn.Parameter(self.weight.detach()[self.seen].clone())
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        pos = self.index[input_ids]
+        trained = F.embedding(pos.clamp(min=0), self.rows)
+        # Ids outside the training data (held-out text) read the frozen table; no host sync.
+        return torch.where((pos >= 0).unsqueeze(-1), trained, F.embedding(input_ids, self.weight, self.padding_idx))
+
+    def merged(self) -> nn.Embedding:
+        """The original embedding module with the trained rows written in, trainable again."""
+        original = self.__dict__["original"]
+        with torch.no_grad():
+            original.weight[self.seen] = self.rows.detach().to(original.weight.dtype)
+        original.weight.requires_grad_(True)
+        return original
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, trained rows={len(self.seen)}"
+
+
+def token_ids_in(id_lists: Iterable[np.ndarray], vocab_size: int) -> torch.Tensor:
+    """The distinct token ids in ``id_lists`` (flat integer arrays), as a sorted long tensor."""
+    present = np.zeros(vocab_size, dtype=bool)
+    for ids in id_lists:
+        ids = np.asarray(ids)
+        if ids.size:
+            present[ids[(ids >= 0) & (ids < vocab_size)]] = True
+    return torch.from_numpy(np.flatnonzero(present)).to(torch.long)
+
+
+def why_not_seen_rows(encoder: nn.Module, groups: list[dict]) -> str | None:
+    """Why the encoder's word embedding cannot be trained as seen rows exactly (None: it can).
+
+    ``groups`` are the optimizer's parameter groups: with weight decay, AdamW shrinks every row
+    each step, seen or not, so only a group without decay keeps the unseen rows still."""
+    emb = encoder.get_input_embeddings() if hasattr(encoder, "get_input_embeddings") else None
+    if type(emb) is not nn.Embedding:
+        return f"the input embedding is {type(emb).__name__}, not a plain nn.Embedding"
+    if not emb.weight.requires_grad:
+        return "the word embedding does not train"
+    if emb.sparse or emb.max_norm is not None or emb.scale_grad_by_freq:
+        return "the embedding uses sparse, max_norm or scale_grad_by_freq"
+    out = encoder.get_output_embeddings() if hasattr(encoder, "get_output_embeddings") else None
+    if out is not None and getattr(out, "weight", None) is emb.weight:
+        return "the word embedding is tied to the output layer"
+    group = next((g for g in groups if any(p is emb.weight for p in g["params"])), None)
+    if group is None:
+        return "the word embedding is in no optimizer group"
+    if group.get("weight_decay", 0.0):
+        return f"weight decay {group['weight_decay']} moves rows the data never uses (train.weight_decay=0 allows it)"
+    return None
+
+
+def train_seen_rows(encoder: nn.Module, groups: list[dict], seen: torch.Tensor) -> SeenRowsEmbedding:
+    """Swap the encoder's word embedding for a :class:`SeenRowsEmbedding` of ``seen`` and put its
+    ``rows`` in the optimizer group of the full table (call :func:`why_not_seen_rows` first)."""
+    emb = encoder.get_input_embeddings()
+    module = SeenRowsEmbedding(emb, seen)
+    for g in groups:
+        g["params"] = [module.rows if p is emb.weight else p for p in g["params"]]
+    encoder.set_input_embeddings(module)
+    return module
+
+
+def merge_seen_rows(encoder: nn.Module) -> bool:
+    """Put a plain embedding with the trained rows back in the encoder; False when there was none."""
+    emb = encoder.get_input_embeddings() if hasattr(encoder, "get_input_embeddings") else None
+    if not isinstance(emb, SeenRowsEmbedding):
+        return False
+    encoder.set_input_embeddings(emb.merged())
+    return True

@@ -1,0 +1,118 @@
+"""train.skip_unseen_embeddings (issue 16): only the word-embedding rows of tokens in the training
+data train. It must be the same update where it applies (weight decay 0), refuse silently-wrong
+cases (weight decay, tied output layer), and leave standard, reloadable files behind."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from conftest import recipe_kwargs
+from nlp_transfer import Recipe, load, train
+from nlp_transfer.model.embedding_rows import (SeenRowsEmbedding, merge_seen_rows, token_ids_in, train_seen_rows,
+                                               why_not_seen_rows)
+
+PROBE = ["stocks fell on the market", "the team won the match", "a new phone chip", "zebra quantum"]
+
+
+def test_seen_rows_embedding_reads_and_differentiates_like_the_table() -> None:
+    torch.manual_seed(0)
+    table = nn.Embedding(20, 4, padding_idx=0)
+    seen = torch.tensor([0, 3, 5, 5, 7, 11])  # the padding row and a repeat are dropped
+    module = SeenRowsEmbedding(nn.Embedding.from_pretrained(table.weight.detach().clone(), freeze=False,
+                                                            padding_idx=0), seen)
+    assert module.seen.tolist() == [3, 5, 7, 11] and module.rows.shape == (4, 4)
+    assert not module.weight.requires_grad and module.rows.requires_grad
+    ids = torch.tensor([[0, 3, 5, 7], [11, 3, 0, 0]])  # training ids: seen rows and padding
+    held = torch.tensor([[1, 2, 3, 19]])  # held-out text: ids outside the training data
+    for x in (ids, held):
+        assert torch.equal(module(x), table(x))
+    grad = torch.randn(2, 4, 4)
+    (module(ids) * grad).sum().backward()
+    (table(ids) * grad).sum().backward()
+    assert torch.allclose(module.rows.grad, table.weight.grad[module.seen])
+    assert not table.weight.grad[[1, 2, 4, 6]].any()  # what the skipped rows would have received
+    with torch.no_grad():
+        module.rows += 1.0
+    merged = module.merged()
+    assert type(merged) is nn.Embedding and merged.weight.requires_grad
+    assert torch.equal(merged.weight[module.seen], table.weight[module.seen] + 1.0)
+    others = [i for i in range(20) if i not in (3, 5, 7, 11)]
+    assert torch.equal(merged.weight[others], table.weight[others])
+
+
+def test_token_ids_in_collects_distinct_ids_within_the_vocabulary() -> None:
+    ids = token_ids_in([np.array([5, 1, 5], np.int32), np.array([], np.int64), np.array([9, 200, -1])], 10)
+    assert ids.tolist() == [1, 5, 9] and ids.dtype == torch.long
+
+
+def _bert(tiny_model: Path):
+    from transformers import AutoModel
+    return AutoModel.from_pretrained(str(tiny_model))
+
+
+def test_it_applies_only_where_the_update_is_the_same(tiny_model) -> None:
+    enc = _bert(tiny_model)
+    weight = enc.get_input_embeddings().weight
+    groups = [{"params": [weight], "weight_decay": 0.0}]
+    assert why_not_seen_rows(enc, groups) is None
+    assert "weight decay 0.01" in why_not_seen_rows(enc, [{"params": [weight], "weight_decay": 0.01}])
+    assert "in no optimizer group" in why_not_seen_rows(enc, [])
+    weight.requires_grad_(False)
+    assert "does not train" in why_not_seen_rows(enc, groups)
+    weight.requires_grad_(True)
+    enc.get_output_embeddings = lambda: enc.get_input_embeddings()  # an LM head sharing the table
+    assert "tied" in why_not_seen_rows(enc, groups)
+    del enc.get_output_embeddings
+    module = train_seen_rows(enc, groups, torch.tensor([4, 5]))
+    assert enc.get_input_embeddings() is module and groups[0]["params"] == [module.rows]
+    assert merge_seen_rows(enc) and type(enc.get_input_embeddings()) is nn.Embedding
+    assert not merge_seen_rows(enc)  # nothing left to merge
+
+
+def _saved(out: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for f in sorted(out.rglob("*.safetensors")):  # the model folder; checkpoints/ is resume state
+        if "checkpoints" in f.parts:
+            continue
+        tensors.update({f"{f.relative_to(out)}:{k}": v for k, v in load_file(str(f)).items()})
+    return tensors
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_full_trains_the_same_model_and_saves_the_plain_table(tiny_model, toy_csv, tmp_path, capsys, native):
+    """weight_decay=0 (Trainer's default): on and off train the same weights; the rows the data never
+    uses keep their pretrained values; the folder has the plain table and reloads to the same predictions.
+    The run keeps the best epoch's weights (select_best), so the snapshot and restore of the rows count too."""
+    base = _bert(tiny_model).get_input_embeddings().weight.detach().clone()
+    kw = dict(train={"epochs": 3, "weight_decay": 0.0, "max_grad_norm": 1.0}, eval={"patience": 50})
+    if native:
+        kw["model"] = {"head": "native", "pooling": "auto"}
+    on = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "on", "full", **kw)))
+    assert "rows occur in the training data and train" in capsys.readouterr().out
+    kw["train"] = {**kw["train"], "skip_unseen_embeddings": False}
+    off = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "off", "full", **kw)))
+    a, b = _saved(on.output_dir), _saved(off.output_dir)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    key = next(k for k in a if k.endswith("word_embeddings.weight"))  # the plain name, no ".rows"
+    emb = a[key]
+    seen = torch.zeros(len(base), dtype=torch.bool)
+    seen[(emb != base).any(dim=1)] = True
+    assert 0 < seen.sum() < len(base)  # some rows trained, the others are the pretrained ones bit for bit
+    assert torch.equal(emb[~seen], base[~seen])
+    assert type(on.model.encoder.get_input_embeddings()) is nn.Embedding  # merged in the returned model
+    assert np.allclose(load(on.output_dir).logits(PROBE), load(off.output_dir).logits(PROBE), atol=1e-5)
+
+
+def test_weight_decay_or_the_switch_keeps_every_row_training(tiny_model, toy_csv, tmp_path, capsys) -> None:
+    for name, t in (("decay", {"weight_decay": 0.01}), ("off", {"weight_decay": 0.0, "skip_unseen_embeddings": False})):
+        train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / name, "full", train={"epochs": 1, **t},
+                                     output={"verbosity": "debug"})))
+        out = capsys.readouterr().out
+        assert "rows occur in the training data" not in out
+        if name == "decay":
+            assert "every word-embedding row trains: weight decay 0.01" in out
