@@ -1,13 +1,14 @@
 """Train only the word-embedding rows of tokens the training data contains (``train.skip_unseen_embeddings``).
 
 A full fine-tune of MiniLM trains a 30,522 x 384 word-embedding table, yet 4,000 SST-2 sentences
-use about 9,000 of its rows. The other rows get a zero gradient in every step, and under AdamW
-without weight decay a parameter whose gradient was always zero never moves (its moments stay
-zero, so its update is 0 / (0 + eps)). Autograd still writes the whole 47 MB dense gradient each
+use 6,604 of its rows. The other rows get a zero gradient in every step, so AdamW's moments for
+them stay zero and its update is 0 / (0 + eps): the only thing that moves them is decoupled weight
+decay, ``w *= 1 - lr_t * wd`` each step. Autograd still writes the whole 47 MB dense gradient each
 step, the optimizer reads and writes all 11.7M weights and their two moments, and the gradient
 clip sums them. :class:`SeenRowsEmbedding` trains the seen rows as a small parameter and reads the
-others from the frozen table: the same weights in exact arithmetic, with a fraction of the
-embedding's memory traffic (benchmarks/levers.py ``seen_rows``).
+others from the frozen table, scaled by the product of those decay factors (:func:`unseen_decay`,
+1 without weight decay): the same weights in exact arithmetic, with a fraction of the embedding's
+memory traffic (benchmarks/levers.py ``seen_rows``).
 
 Why by hand: ``nn.Embedding(sparse=True)`` gives sparse gradients, but ``torch.optim.AdamW`` and
 ``clip_grad_norm_`` refuse them, and ``SparseAdam`` is a different update (no weight decay, lazy
@@ -15,7 +16,7 @@ moments) from the AdamW the run configures.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -44,17 +45,24 @@ class SeenRowsEmbedding(nn.Module):
         self.register_buffer("index", index, persistent=False)
         self.register_buffer("seen", seen.to(self.weight.device), persistent=False)
         self.rows = nn.Parameter(self.weight.detach()[self.seen].clone())
+        #: What weight decay has made of the other rows so far (set by the trainer before it evaluates).
+        self.register_buffer("unseen_scale", torch.ones((), dtype=self.weight.dtype, device=self.weight.device),
+                             persistent=False)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         pos = self.index[input_ids]
         trained = F.embedding(pos.clamp(min=0), self.rows)
         # Ids outside the training data (held-out text) read the frozen table; no host sync.
-        return torch.where((pos >= 0).unsqueeze(-1), trained, F.embedding(input_ids, self.weight, self.padding_idx))
+        frozen = F.embedding(input_ids, self.weight, self.padding_idx) * self.unseen_scale
+        return torch.where((pos >= 0).unsqueeze(-1), trained, frozen)
 
-    def merged(self) -> nn.Embedding:
-        """The original embedding module with the trained rows written in, trainable again."""
+    def merged(self, unseen_scale: float = 1.0) -> nn.Embedding:
+        """The original embedding module with the other rows scaled by ``unseen_scale`` (weight
+        decay) and the trained rows written in, trainable again."""
         original = self.__dict__["original"]
         with torch.no_grad():
+            if unseen_scale != 1.0:
+                original.weight.mul_(unseen_scale)
             original.weight[self.seen] = self.rows.detach().to(original.weight.dtype)
         original.weight.requires_grad_(True)
         return original
@@ -73,11 +81,12 @@ def token_ids_in(id_lists: Iterable[np.ndarray], vocab_size: int) -> torch.Tenso
     return torch.from_numpy(np.flatnonzero(present)).to(torch.long)
 
 
-def why_not_seen_rows(encoder: nn.Module, groups: list[dict]) -> str | None:
+def why_not_seen_rows(encoder: nn.Module, groups: list[dict], skipped_steps: bool = False) -> str | None:
     """Why the encoder's word embedding cannot be trained as seen rows exactly (None: it can).
 
-    ``groups`` are the optimizer's parameter groups: with weight decay, AdamW shrinks every row
-    each step, seen or not, so only a group without decay keeps the unseen rows still."""
+    ``groups`` are the optimizer's parameter groups. Under weight decay the other rows shrink by a
+    known factor per optimizer step, unless steps can be skipped (``skipped_steps``: fp16's
+    gradient scaler skips the steps that overflow, so the count of decays is not known)."""
     emb = encoder.get_input_embeddings() if hasattr(encoder, "get_input_embeddings") else None
     if type(emb) is not nn.Embedding:
         return f"the input embedding is {type(emb).__name__}, not a plain nn.Embedding"
@@ -91,9 +100,30 @@ def why_not_seen_rows(encoder: nn.Module, groups: list[dict]) -> str | None:
     group = next((g for g in groups if any(p is emb.weight for p in g["params"])), None)
     if group is None:
         return "the word embedding is in no optimizer group"
-    if group.get("weight_decay", 0.0):
-        return f"weight decay {group['weight_decay']} moves rows the data never uses (train.weight_decay=0 allows it)"
+    if group.get("weight_decay", 0.0) and skipped_steps:
+        return (f"under fp16 the gradient scaler may skip steps, so weight decay {group['weight_decay']} shrinks the "
+                f"other rows an unknown number of times (train.weight_decay=0 or bf16 allows it)")
     return None
+
+
+def unseen_decay(optimizer: Any, scheduler: Any, rows: nn.Parameter) -> Callable[[int], float]:
+    """The factor by which AdamW's decoupled weight decay has shrunk a row with an always-zero
+    gradient after ``t`` optimizer steps: prod over s < t of (1 - lr_s * wd), with lr_s from the
+    LR schedule (a ``LambdaLR``: transformers' schedules). 1 when the group has no weight decay."""
+    gi = next(i for i, g in enumerate(optimizer.param_groups) if any(p is rows for p in g["params"]))
+    wd = float(optimizer.param_groups[gi].get("weight_decay", 0.0))
+    if not wd:
+        return lambda t: 1.0
+    if not hasattr(scheduler, "lr_lambdas"):
+        raise TypeError(f"seen-row training under weight decay needs a LambdaLR schedule, got {type(scheduler).__name__}")
+    lam, base = scheduler.lr_lambdas[gi], float(scheduler.base_lrs[gi])
+    factors = [1.0]  # factors[t]: after t steps, extended on demand (float64 products)
+
+    def at(t: int) -> float:
+        while len(factors) <= t:
+            factors.append(factors[-1] * (1.0 - base * float(lam(len(factors) - 1)) * wd))
+        return factors[t]
+    return at
 
 
 def train_seen_rows(encoder: nn.Module, groups: list[dict], seen: torch.Tensor) -> SeenRowsEmbedding:
@@ -107,10 +137,11 @@ def train_seen_rows(encoder: nn.Module, groups: list[dict], seen: torch.Tensor) 
     return module
 
 
-def merge_seen_rows(encoder: nn.Module) -> bool:
-    """Put a plain embedding with the trained rows back in the encoder; False when there was none."""
+def merge_seen_rows(encoder: nn.Module, unseen_scale: float = 1.0) -> bool:
+    """Put a plain embedding with the trained rows back in the encoder (the other rows scaled by
+    ``unseen_scale``); False when there was none."""
     emb = encoder.get_input_embeddings() if hasattr(encoder, "get_input_embeddings") else None
     if not isinstance(emb, SeenRowsEmbedding):
         return False
-    encoder.set_input_embeddings(emb.merged())
+    encoder.set_input_embeddings(emb.merged(unseen_scale))
     return True

@@ -33,7 +33,8 @@ from nlp_transfer.errors import ConfigError, NLPTransferError
 from nlp_transfer.training.step import build_optimizer, clip_parameters, compiled_step_model, training_step
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                                 load_tokenizer, resolve_head, resolve_model)
-from nlp_transfer.model.embedding_rows import token_ids_in, train_seen_rows, why_not_seen_rows
+from nlp_transfer.model.embedding_rows import (merge_seen_rows, token_ids_in, train_seen_rows, unseen_decay,
+                                               why_not_seen_rows)
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
 from nlp_transfer.model import GlobalBatchDropout
 from nlp_transfer.model.features import launched_on_cpus
@@ -89,6 +90,7 @@ class Engine:
         self.window = [0.0, 0]  # train loss since the last log line: sum, batches
         self.runs: dict[str, TaskRun] = {}
         self.history: list[dict[str, Any]] = []
+        self.seen_rows: Any = None  # train.skip_unseen_embeddings: the SeenRowsEmbedding while it trains
         self.best: dict[str, Any] = {"value": -math.inf, "epoch": 0, "step": 0, "weights": None, "scores": None,
                                      "record": None}
         self.step = self.bad_evals = 0
@@ -291,6 +293,8 @@ class Engine:
         self.eval_every_epochs = self.step_budget()
         optimizer, scheduler, self.total_steps = build_optimizer(groups, hp["head_lr"], acc.device,
                                                                  self.steps_in_epoch, cfg.train, hp["epochs"])
+        if self.seen_rows is not None:  # what weight decay makes of the rows that do not train, per step
+            self.unseen_scale_at = unseen_decay(optimizer, scheduler, self.seen_rows.rows)
         self.trained, self.optimizer, self.scheduler = acc.prepare(self.trained, optimizer, scheduler)
         for r in self.runs.values():
             r.loaders = {k: (acc.prepare(dl) if dl is not None else None) for k, dl in r.loaders.items()}
@@ -311,18 +315,25 @@ class Engine:
         training data when that is the same update (model/embedding_rows.py); merged back in
         ``finish_run``. A stream's tokens are not known in advance: it trains the whole table."""
         encoder = self.model.encoder
+        self.seen_rows = None
         if not self.cfg.train.skip_unseen_embeddings or self.streamed:
             return
-        why = why_not_seen_rows(encoder, groups)
+        why = why_not_seen_rows(encoder, groups, skipped_steps=self.accelerator.mixed_precision == "fp16")
         if why is not None:
             self.log.debug(f"[nlp_transfer] every word-embedding row trains: {why}")
             return
         vocab = encoder.get_input_embeddings().num_embeddings
         seen = token_ids_in((chunk.flatten().to_numpy() for r in self.runs.values()
                              for chunk in r.train_tok.data.column("input_ids").chunks), vocab)
-        module = train_seen_rows(encoder, groups, seen)
+        self.seen_rows = module = train_seen_rows(encoder, groups, seen)
         self.say(f"[nlp_transfer] word embedding: {len(module.seen):,} of {vocab:,} rows occur in the training "
                  f"data and train; the others cannot move (train.skip_unseen_embeddings)")
+
+    def merge_embedding_rows(self, step: int) -> None:
+        """One plain word-embedding table again (after ``train_seen_rows``), as of ``step``."""
+        if self.seen_rows is not None:
+            merge_seen_rows(self.model.encoder, self.unseen_scale_at(step))
+            self.seen_rows = None
 
     def step_budget(self) -> int:
         """``train.min_steps``: more epochs when the data is small (the strategy honours it and
@@ -634,6 +645,8 @@ class Engine:
         if acc.num_processes > 1:  # each process saw its slice of every batch
             losses = {n: float(acc.reduce(torch.tensor(v, device=acc.device), "mean")) for n, v in losses.items()}
         t_eval = time.perf_counter()
+        if self.seen_rows is not None:  # held-out text reads the untrained rows as decay has left them
+            self.seen_rows.unseen_scale.fill_(self.unseen_scale_at(self.step))
         scores = {n: self.score_task(r, epoch_f) for n, r in self.runs.items()}
         self.timing["eval_s"] += time.perf_counter() - t_eval
         weights = {n: float(r.entry.combine_weight) for n, r in self.runs.items()}

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from nlp_transfer.config.objects import is_in_memory
-from nlp_transfer.model.embedding_rows import merge_seen_rows
 from nlp_transfer.strategies import restore_trainable, write_json
 from nlp_transfer.tasks.common import write_artifacts
 from nlp_transfer.training.evaluate import evaluate
@@ -167,7 +166,8 @@ def finish_run(e: Engine) -> RunResult:
     unwrapped = acc.unwrap_model(e.trained)
     if e.best["weights"] is not None:
         restore_trainable(unwrapped, e.best["weights"])
-    merge_seen_rows(e.model.encoder)  # train.skip_unseen_embeddings: one plain embedding table again
+    # train.skip_unseen_embeddings: one plain table again, as of the step of the weights kept
+    e.merge_embedding_rows(e.best["step"] if e.best["weights"] is not None else e.step)
     per_task, fins = {}, {}
     for n, r in e.runs.items():
         per_task[n], fins[n] = task_metrics(e, r)
