@@ -570,7 +570,7 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append("")
     targets = check_targets(results)
     if targets:
-        lines.append("TARGETS (issue 7)")
+        lines.append("TARGETS (issues 7 and 16)")
         for name, (value, target, ok) in targets.items():
             lines.append(f"  {'met ' if ok else 'MISS'} {name:34s} {value:>8s}  (target {target})")
     m = results.get("machine") or common.machine_info()

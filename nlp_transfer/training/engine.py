@@ -327,7 +327,7 @@ class Engine:
                              for chunk in r.train_tok.data.column("input_ids").chunks), vocab)
         self.seen_rows = module = train_seen_rows(encoder, groups, seen)
         self.say(f"[nlp_transfer] word embedding: {len(module.seen):,} of {vocab:,} rows occur in the training "
-                 f"data and train; the others cannot move (train.skip_unseen_embeddings)")
+                 f"data and train; the others only follow weight decay (train.skip_unseen_embeddings)")
 
     def merge_embedding_rows(self, step: int) -> None:
         """One plain word-embedding table again (after ``train_seen_rows``), as of ``step``."""
