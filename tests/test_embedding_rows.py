@@ -125,7 +125,7 @@ def test_full_trains_the_same_model_and_saves_the_plain_table(tiny_model, toy_cs
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
     key = next(k for k in a if k.endswith("word_embeddings.weight"))  # the plain name, no ".rows"
     emb, ref = a[key], b[key]
-    ids = _train_ids(tiny_model, toy_csv, on)
+    ids = _text_ids(tiny_model, toy_csv)
     unseen = torch.ones(len(base), dtype=torch.bool)
     unseen[ids] = False
     unseen[0] = True  # [PAD]: padding_idx, never trained
@@ -143,9 +143,9 @@ def test_full_trains_the_same_model_and_saves_the_plain_table(tiny_model, toy_cs
         assert h_on["held_out"]["accuracy"] == h_off["held_out"]["accuracy"]
 
 
-def _train_ids(tiny_model: Path, toy_csv: Path, result) -> torch.Tensor:
-    """Token ids of the rows the run trained on (its train split, from metrics' sizes: every toy id
-    of the training rows, read back with the tokenizer)."""
+def _text_ids(tiny_model: Path, toy_csv: Path) -> torch.Tensor:
+    """Token ids of every text in the CSV (training and held-out rows): a superset of the ids the run
+    trained, so a row outside it surely did not train."""
     from nlp_transfer.model import load_tokenizer
     import pandas as pd
 
