@@ -31,6 +31,10 @@ def test_seen_rows_embedding_reads_and_differentiates_like_the_table() -> None:
     held = torch.tensor([[1, 2, 3, 19]])  # held-out text: ids outside the training data
     for x in (ids, held):
         assert torch.equal(module(x), table(x))
+    module.unseen_scale.fill_(0.5)  # weight decay so far: only the rows outside the training data
+    assert torch.equal(module(held)[0, [0, 1, 3]], table(held)[0, [0, 1, 3]] * 0.5)
+    assert torch.equal(module(held)[0, 2], table(held)[0, 2]) and torch.equal(module(ids), table(ids))
+    module.unseen_scale.fill_(1.0)
     grad = torch.randn(2, 4, 4)
     (module(ids) * grad).sum().backward()
     (table(ids) * grad).sum().backward()
@@ -108,7 +112,8 @@ def _saved(out: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("native,decay", [(False, 0.0), (True, 0.0), (False, 0.05)])
-def test_full_trains_the_same_model_and_saves_the_plain_table(tiny_model, toy_csv, tmp_path, capsys, native, decay):
+def test_full_trains_the_same_model_and_saves_the_plain_table(tiny_model, toy_csv, tmp_path, capsys, monkeypatch,
+                                                              native, decay):
     """On and off train the same weights; the rows the data never uses keep their pretrained values
     (weight decay 0, Trainer's default: bit for bit) or shrink as AdamW's decay would have shrunk
     them; the folder has the plain table and reloads to the same predictions. The run keeps the best
@@ -117,8 +122,17 @@ def test_full_trains_the_same_model_and_saves_the_plain_table(tiny_model, toy_cs
     kw = dict(train={"epochs": 3, "weight_decay": decay, "max_grad_norm": 1.0}, eval={"patience": 50})
     if native:
         kw["model"] = {"head": "native", "pooling": "auto"}
+    scales = []  # the decay factor each held-out pass reads the untrained rows with
+    forward = SeenRowsEmbedding.forward
+
+    def spy(self, input_ids):
+        if not self.training:
+            scales.append(float(self.unseen_scale))
+        return forward(self, input_ids)
+    monkeypatch.setattr(SeenRowsEmbedding, "forward", spy)
     on = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "on", "full", **kw)))
     assert "rows occur in the training data and train" in capsys.readouterr().out
+    assert scales and (all(x == 1.0 for x in scales) if not decay else scales[-1] < scales[0] < 1.0)
     kw["train"] = {**kw["train"], "skip_unseen_embeddings": False}
     off = train(Recipe(**recipe_kwargs(tiny_model, toy_csv, tmp_path / "off", "full", **kw)))
     a, b = _saved(on.output_dir), _saved(off.output_dir)
