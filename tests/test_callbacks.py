@@ -221,3 +221,21 @@ def test_cli_quiet_prints_no_progress_lines(tiny_model, toy_csv, tmp_path, capsy
     printed = capsys.readouterr()
     assert "[nlp_transfer]" not in printed.out and "train (" not in printed.err
     assert (out / "metrics.json").is_file()
+
+
+def test_metric_modules_load_while_the_run_sets_up_not_in_the_first_evaluation(tiny_model, toy_csv, tmp_path,
+                                                                             monkeypatch):
+    # evaluate's first import costs ~1 s: it belongs to setup, not to eval_s (issue 16's evaluation share)
+    import nlp_transfer.metrics as metrics
+    monkeypatch.setattr(metrics, "_CACHE", {})
+
+    class AtBegin(Callback):
+        loaded: set = set()
+
+        def on_train_begin(self, state):
+            AtBegin.loaded = set(metrics._CACHE)
+
+    r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / "o", eval={"metrics": ["accuracy", "mcc"]})),
+              callbacks=[AtBegin()])
+    assert AtBegin.loaded == {"accuracy", "matthews_correlation"}
+    assert {"accuracy", "matthews_correlation"} <= set(r.history[0]["held_out"])

@@ -342,3 +342,13 @@ def test_compute_accepts_tensors_caches_modules_and_checks_lengths() -> None:
         M.compute(["accuracy"], [0, 1, 1], R4)
     with pytest.raises(DataError, match="empty"):
         M.compute(["accuracy"], [], [])
+
+
+def test_preload_caches_our_modules_for_compute_and_skips_other_names(monkeypatch) -> None:
+    import nlp_transfer.metrics as metrics
+    monkeypatch.setattr(metrics, "_CACHE", {})
+    assert metrics.preload(["ACC", "f1_macro", "accuracy", "user/not-ours"]) == ["accuracy", "f1"]
+    module = metrics._CACHE["accuracy"]
+    assert set(metrics._CACHE) == {"accuracy", "f1"}  # the Hub name is left to its first use
+    assert metrics.compute(["acc"], [0, 1], [0, 0]) == {"accuracy": 0.5}
+    assert metrics._CACHE["accuracy"] is module  # compute reused the preloaded module

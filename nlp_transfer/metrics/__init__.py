@@ -29,7 +29,7 @@ from nlp_transfer.errors import ConfigError, DataError
 if TYPE_CHECKING:  # importing evaluate pulls in transformers.pipelines (seconds): do it lazily
     import evaluate
 
-__all__ = ["AVAILABLE", "ALIASES", "canonical_metric", "metric_path", "load_metric", "combine", "compute"]
+__all__ = ["AVAILABLE", "ALIASES", "canonical_metric", "metric_path", "load_metric", "combine", "compute", "preload"]
 
 #: Metrics shipped with nlp_transfer (each loadable offline).
 AVAILABLE: tuple[str, ...] = (
@@ -147,6 +147,19 @@ def _cached(name: str) -> evaluate.EvaluationModule:
                 module = load_metric(key)
                 _CACHE[key] = module
     return module
+
+
+def preload(names: Iterable[str]) -> list[str]:
+    """Load (and cache for :func:`compute`) the shipped modules among ``names`` now; return them.
+
+    The first load imports ``evaluate`` and SciPy's statistics (about 1.2 s on a laptop-class
+    CPU). The engine calls this while it sets up, so that cost is paid once before training
+    instead of inside the first evaluation. Other names (Hub metrics) still load on first use.
+    """
+    loaded = [c for c in (canonical_metric(n) for n in names) if c is not None]
+    for name in dict.fromkeys(loaded):
+        _cached(name)
+    return list(dict.fromkeys(loaded))
 
 
 def _accepted_kwargs(module: evaluate.EvaluationModule) -> set[str] | None:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from nlp_transfer.training import checkpoint as ckpt
 from nlp_transfer.config import eval_batch_size, stretched_epochs
 from nlp_transfer.errors import ConfigError, NLPTransferError
+from nlp_transfer.metrics import preload as preload_metrics
 from nlp_transfer.training.step import build_optimizer, clip_parameters, compiled_step_model, training_step
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                                 load_tokenizer, resolve_head, resolve_model)
@@ -266,6 +267,7 @@ class Engine:
             r.loaders = build_loaders(r, self.model, self.tokenizer, cfg, self.strategy, acc, key,
                                       r.name if self.plan.multi else None, self.show, self.say)
             r.choose_metrics(custom=self.compute_metrics is not None)
+            preload_metrics(r.metric_names)  # evaluate's ~1 s import here, not in the first evaluation
 
     def tune_encoder(self) -> dict[str, Any] | None:
         """The strategy's phase before the head trains (contrastive pairs), on the first task's data."""
