@@ -27,7 +27,8 @@
   off the main process) against the step it feeds;
 * ``heap_allocations``: a full step with glibc's default malloc (the 47 MB word-embedding gradient
   is a fresh mmap, page-faulted in every step) vs ``train.heap_allocations`` (heap blocks kept),
-  with the minor page faults per step; and the same for a ``lora`` step.
+  with the minor page faults per step; and the same for a ``lora`` step;
+* ``seen_rows``, ``eval_cadence``: see their docstrings (issue 16).
 
     python benchmarks/levers.py [--quick] [--only fused_adamw,compile,...] [--json out.json]
 """
@@ -54,7 +55,7 @@ from benchmarks import common  # noqa: E402
 
 LEVERS = ("fused_adamw", "compile", "tokenize_num_proc", "feature_batching", "train_sample_check", "threads",
           "length_grouping", "eval_batch", "embedding_grads", "attention", "dropout_rng", "host_sync",
-          "step_overhead", "bf16", "loader_workers", "heap_allocations", "seen_rows")
+          "step_overhead", "bf16", "loader_workers", "heap_allocations", "seen_rows", "eval_cadence")
 
 
 def _timeit(fn: Callable[[], Any], n: int, warmup: int = 1) -> float:
@@ -732,6 +733,52 @@ def lever_seen_rows(quick: bool, work: Path) -> dict[str, Any]:
                       f"{res['seen_rows']:,} rows of the {len(texts):,} training texts {ms['seen']:.0f} ms "
                       f"({res['speedup']:.2f}x; none, frozen: {ms['frozen']:.0f} ms, {res['frozen_speedup']:.2f}x; "
                       f"{res['threads']} threads)")
+    return res
+
+
+def lever_eval_cadence(quick: bool, work: Path) -> dict[str, Any]:
+    """The evaluation cadence of a long run of short epochs (issue 16). 100 SST-2 rows under the
+    step budget ``train.min_steps=200`` (``full``, batch 32: 4 steps an epoch, so 50 epochs): the
+    engine evaluates every ceil(50 / 3) epochs, as often as the strategy's 3 default epochs would.
+    The alternative, ``train.epochs=50`` (the same 200 steps and LR schedule), evaluates after every
+    epoch: 50 passes over the 872 dev sentences and the train sample. ``eval.select_best=false``
+    keeps the last weights in both, so both train the same weights and only the evaluations differ
+    (the held-out accuracy must match)."""
+    import tempfile
+
+    import torch
+
+    from benchmarks.run import _quiet, recipe_dict, write_jsonl
+    from nlp_transfer import Recipe, train
+
+    _quiet()
+    path = _model_path(quick, work)
+    texts, labels = _texts(quick)
+    n = 24 if quick else 100
+    dev = common.load_sst2(8)[1] if common.sst2_available() else common.Split(texts[-64:], labels[-64:], "dev")
+    if quick:
+        dev = dev.head(64)
+    d = Path(tempfile.mkdtemp(dir=work))
+    write_jsonl(common.Split(texts[:n], labels[:n], "train"), d / "data" / "train.jsonl")
+    write_jsonl(dev, d / "data" / "dev.jsonl")
+    steps = 24 if quick else 200
+    res: dict[str, Any] = {"train_rows": n, "dev_rows": len(dev.texts), "min_steps": steps,
+                           "threads": torch.get_num_threads()}
+    for name, epochs, min_steps in (("budget", None, steps), ("every_epoch", steps * 32 // n, 0)):
+        rd = recipe_dict("full", str(d / "data"), path, str(d / name), epochs=3)
+        rd["train"].update(epochs=epochs, min_steps=min_steps)
+        rd["eval"] = {"select_best": False}
+        t0 = time.perf_counter()
+        m = train(Recipe(**rd)).metrics
+        res[name] = {"wall_s": round(time.perf_counter() - t0, 2), "eval_s": m["timing"]["eval_s"],
+                     "train_s": m["timing"]["train_s"], "evaluations": len(m["history"]),
+                     "steps": m["history"][-1]["step"], "accuracy": m["held_out"]["accuracy"]}
+    b, e = res["budget"], res["every_epoch"]
+    res["speedup"] = e["wall_s"] / b["wall_s"]
+    res["summary"] = (f"{n} rows, {b['steps']} steps: {b['evaluations']} evaluations {b['wall_s']:.1f} s "
+                      f"(eval {b['eval_s']:.1f} s) vs one per epoch, {e['evaluations']}: {e['wall_s']:.1f} s "
+                      f"(eval {e['eval_s']:.1f} s), {res['speedup']:.2f}x; held-out accuracy "
+                      f"{b['accuracy']:.4f} vs {e['accuracy']:.4f} ({res['threads']} threads)")
     return res
 
 
