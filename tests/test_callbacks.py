@@ -239,3 +239,21 @@ def test_metric_modules_load_while_the_run_sets_up_not_in_the_first_evaluation(t
               callbacks=[AtBegin()])
     assert AtBegin.loaded == {"accuracy", "matthews_correlation"}
     assert {"accuracy", "matthews_correlation"} <= set(r.history[0]["held_out"])
+
+
+def test_how_often_a_run_evaluates_does_not_change_what_it_trains(tiny_model, toy_csv, tmp_path):
+    # each DataLoader pass draws from torch's global RNG; evaluations must not move the dropout
+    # masks (here the head's) of the steps after them
+    import torch
+    from safetensors.torch import load_file
+
+    def weights(name: str, **ev) -> dict:
+        r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / name, strategy="full",
+                               train={"epochs": 2}, eval={"select_best": False, **ev})))
+        files = sorted(Path(r.output_dir).rglob("*.safetensors"))
+        assert files
+        return {f"{f.relative_to(r.output_dir)}:{k}": v for f in files for k, v in load_file(f).items()}, r
+
+    (a, ra), (b, rb) = weights("per_epoch"), weights("every_step", every_steps=1)
+    assert len(rb.history) > 2 * len(ra.history)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -649,7 +649,11 @@ class Engine:
         t_eval = time.perf_counter()
         if self.seen_rows is not None:  # held-out text reads the untrained rows as decay has left them
             self.seen_rows.unseen_scale.fill_(self.unseen_scale_at(self.step))
-        scores = {n: self.score_task(r, epoch_f) for n, r in self.runs.items()}
+        # Every DataLoader pass draws a seed from torch's global RNG: without the fork, how often a
+        # run evaluates would move the dropout masks of every later training step.
+        cuda = [acc.device] if acc.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            scores = {n: self.score_task(r, epoch_f) for n, r in self.runs.items()}
         self.timing["eval_s"] += time.perf_counter() - t_eval
         weights = {n: float(r.entry.combine_weight) for n, r in self.runs.items()}
         signs = {n: r.sign for n, r in self.runs.items()}
