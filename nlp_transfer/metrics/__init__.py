@@ -156,10 +156,10 @@ def preload(names: Iterable[str]) -> list[str]:
     CPU). The engine calls this while it sets up, so that cost is paid once before training
     instead of inside the first evaluation. Other names (Hub metrics) still load on first use.
     """
-    loaded = [c for c in (canonical_metric(n) for n in names) if c is not None]
-    for name in dict.fromkeys(loaded):
+    loaded = list(dict.fromkeys(c for c in map(canonical_metric, names) if c is not None))
+    for name in loaded:
         _cached(name)
-    return list(dict.fromkeys(loaded))
+    return loaded
 
 
 def _accepted_kwargs(module: evaluate.EvaluationModule) -> set[str] | None:
