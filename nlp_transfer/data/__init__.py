@@ -455,13 +455,8 @@ def _stratified_subset(ds: Dataset, n: int, seed: int, stratify: bool) -> Datase
     return ds.select(np.sort(keep))
 
 
-def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
-                 raw: DatasetDict | None = None) -> PreparedData:
-    """Map columns, encode labels (keeping their names), drop empties and duplicates,
-    and produce train / held-out / test splits."""
-    raw = raw if raw is not None else load_raw(cfg)
-    release_arrow_memory()
-    classification = task == "sequence_classification"
+def _split_names(cfg: DataConfig, raw: DatasetDict) -> tuple[str | None, str | None]:
+    """The validation and test split names ``raw`` provides for ``cfg`` (None: absent)."""
     if cfg.train_split not in raw:
         raise DataError("train split", expected=f"a split named '{cfg.train_split}'",
                         found=f"splits {list(raw)}", fix="pass data.train_split=<name>")
@@ -470,8 +465,13 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
         raise DataError("validation split", expected=f"a split named '{cfg.validation_split}'",
                         found=f"splits {list(raw)}", fix="pass data.validation_split=<name> or leave it empty to carve one")
     test_name = cfg.test_split or ("test" if "test" in raw else None)
-    stats: dict[str, Any] = {"dataset": cfg.name}
+    return val_name, (test_name if test_name in raw else None)
 
+
+def _labelled_splits(cfg: DataConfig, raw: DatasetDict, val_name: str | None, test_name: str | None,
+                     stats: dict[str, Any]) -> tuple[Dataset, Dataset | None, Dataset | None]:
+    """Train / validation / test with canonical columns and empty texts dropped (counted in
+    ``stats["empty_dropped"]``); an unlabelled test split (GLUE's) is None: it cannot be scored."""
     has_pair = cfg.text_pair_column is not None
     train = canonical_columns(raw[cfg.train_split], cfg, "train")
     if len(train) == 0:
@@ -484,77 +484,112 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     if len(train) < 2:
         raise DataError("training data", expected="at least 2 labelled rows (in practice dozens per class)",
                         found=f"{len(train)} row", fix="add training examples")
-
     held = None
     if val_name is not None:
-        held = canonical_columns(raw[val_name], cfg, val_name)
-        held, dropped = drop_empty(held, has_pair)
+        held, dropped = drop_empty(canonical_columns(raw[val_name], cfg, val_name), has_pair)
         stats["empty_dropped"] += dropped
     test = None
-    if test_name is not None and test_name in raw:
+    if test_name is not None:
         try:
-            test = canonical_columns(raw[test_name], cfg, test_name)
-            test, _ = drop_empty(test, has_pair)
+            test, _ = drop_empty(canonical_columns(raw[test_name], cfg, test_name), has_pair)
         except DataError:
-            test = None  # unlabeled test split (GLUE): cannot be scored
+            test = None
+    return train, held, test
 
-    # Labels: names from training data, kept end to end.
-    label_names = None
-    if classification:
+
+def _encode_targets(cfg: DataConfig, task: str,
+                    splits: list[tuple[str, Dataset | None]]) -> tuple[list[Dataset | None], list[str] | None]:
+    """``splits`` ((name, dataset) pairs, train first) encoded for ``task``: class ids with the
+    label names read from training (returned beside them), or float32 regression targets."""
+    if task == "sequence_classification":
+        train = splits[0][1]
         explicit_ids = cfg.label_names is not None or isinstance(train.features["label"], ClassLabel)
         label_names = infer_label_names(train, cfg)
         if len(label_names) < 2:
             raise DataError("training labels", expected="at least 2 classes",
                             found=f"a single class {label_names}", fix="check data.label_column or add examples of other classes")
-        train = encode_labels(train, label_names, "train", explicit_ids)
-        if held is not None:
-            held = encode_labels(held, label_names, val_name, explicit_ids)
-        if test is not None:
-            test = encode_labels(test, label_names, test_name, explicit_ids)
-    elif task == "regression":
-        to_float = float_targets
-        train = train.map(to_float, batched=True).cast_column("label", Value("float32"))
-        if held is not None:
-            held = held.map(to_float, batched=True).cast_column("label", Value("float32"))
-        if test is not None:
-            test = test.map(to_float, batched=True).cast_column("label", Value("float32"))
+        return [None if ds is None else encode_labels(ds, label_names, name, explicit_ids)
+                for name, ds in splits], label_names
+    if task == "regression":
+        return [None if ds is None else ds.map(float_targets, batched=True).cast_column("label", Value("float32"))
+                for _, ds in splits], None
+    return [ds for _, ds in splits], None
 
-    # Exact duplicates: within train, and train rows that also appear in held-out (a leak).
-    stats["duplicates_dropped"] = 0
-    stats["leaked_dropped"] = 0
+
+def _drop_duplicates(train: Dataset, held: Dataset | None, has_pair: bool,
+                     stats: dict[str, Any]) -> tuple[Dataset, Dataset | None]:
+    """Exact duplicates within train, and train rows that also appear in held-out (a leak)."""
+    train = train.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
+    hashes = column_numpy(train, "_hash").astype(np.int64, copy=False)
+    _, first = np.unique(hashes, return_index=True)
+    first = np.sort(first)
+    stats["duplicates_dropped"] = int(len(train) - len(first))
+    if len(first) < len(train):
+        train = train.select(first)
+    if held is not None:
+        held = held.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
+        held_hashes = column_numpy(held, "_hash").astype(np.int64, copy=False)
+        leak = np.isin(column_numpy(train, "_hash").astype(np.int64, copy=False), held_hashes)
+        stats["leaked_dropped"] = int(leak.sum())
+        if leak.any():
+            train = train.select(np.flatnonzero(~leak))
+        held = held.remove_columns("_hash")
+    return train.remove_columns("_hash"), held
+
+
+def _carve_held_out(train: Dataset, cfg: DataConfig, stratify: bool) -> tuple[Dataset, Dataset]:
+    """A seeded held-out split carved from train (stratified when every class has 2+ rows)."""
+    from sklearn.model_selection import train_test_split
+    idx = np.arange(len(train))
+    if len(train) < 4:
+        raise DataError("training data", expected="at least 4 rows to carve a held-out split",
+                        found=f"{len(train)} row(s)", fix="add data or provide a validation split")
+    strat = column_numpy(train, "label") if stratify else None
+    if strat is not None:
+        counts = np.bincount(strat)
+        if (counts[counts > 0] < 2).any():
+            strat = None  # a class with one example cannot be stratified
+    tr, ho = train_test_split(idx, test_size=cfg.held_out_fraction, random_state=cfg.seed, stratify=strat)
+    return train.select(np.sort(tr)), train.select(np.sort(ho))
+
+
+def _check_held_out(train: Dataset, held: Dataset, label_names: list[str] | None) -> None:
+    """Held-out is not empty and (classification) has no label that training never shows."""
+    if len(held) == 0:
+        raise DataError("held-out data", expected="at least 1 row", found="an empty held-out split",
+                        fix="check the validation file or lower data.held_out_fraction")
+    if label_names is None:
+        return
+    seen = set(np.unique(column_numpy(train, "label")).tolist())
+    unseen = sorted(set(np.unique(column_numpy(held, "label")).tolist()) - seen)
+    if unseen:
+        names = [label_names[i] for i in unseen]
+        raise DataError("held-out labels", expected="only labels that occur in training",
+                        found=f"{names} never seen in training",
+                        fix="add training examples of those classes or drop those held-out rows")
+
+
+def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
+                 raw: DatasetDict | None = None) -> PreparedData:
+    """Map columns, encode labels (keeping their names), drop empties and duplicates,
+    and produce train / held-out / test splits."""
+    raw = raw if raw is not None else load_raw(cfg)
+    release_arrow_memory()
+    classification = task == "sequence_classification"
+    val_name, test_name = _split_names(cfg, raw)
+    stats: dict[str, Any] = {"dataset": cfg.name}
+    train, held, test = _labelled_splits(cfg, raw, val_name, test_name, stats)
+
+    # Labels: names from training data, kept end to end.
+    (train, held, test), label_names = _encode_targets(
+        cfg, task, [("train", train), (val_name, held), (test_name, test)])
+
+    stats["duplicates_dropped"] = stats["leaked_dropped"] = 0
     if cfg.dedup:
-        train = train.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
-        hashes = column_numpy(train, "_hash").astype(np.int64, copy=False)
-        _, first = np.unique(hashes, return_index=True)
-        first = np.sort(first)
-        stats["duplicates_dropped"] = int(len(train) - len(first))
-        if len(first) < len(train):
-            train = train.select(first)
-        if held is not None:
-            held = held.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
-            held_hashes = column_numpy(held, "_hash").astype(np.int64, copy=False)
-            leak = np.isin(column_numpy(train, "_hash").astype(np.int64, copy=False), held_hashes)
-            stats["leaked_dropped"] = int(leak.sum())
-            if leak.any():
-                train = train.select(np.flatnonzero(~leak))
-            held = held.remove_columns("_hash")
-        train = train.remove_columns("_hash")
-
+        train, held = _drop_duplicates(train, held, cfg.text_pair_column is not None, stats)
     if held is None:
-        # Carve a stratified, seeded held-out split (after dedup, so no text is on both sides).
-        from sklearn.model_selection import train_test_split
-        idx = np.arange(len(train))
-        if len(train) < 4:
-            raise DataError("training data", expected="at least 4 rows to carve a held-out split",
-                            found=f"{len(train)} row(s)", fix="add data or provide a validation split")
-        strat = column_numpy(train, "label") if classification else None
-        if strat is not None:
-            counts = np.bincount(strat)
-            if (counts[counts > 0] < 2).any():
-                strat = None  # a class with one example cannot be stratified
-        tr, ho = train_test_split(idx, test_size=cfg.held_out_fraction, random_state=cfg.seed, stratify=strat)
-        held = train.select(np.sort(ho))
-        train = train.select(np.sort(tr))
+        # Carved after dedup, so no text is on both sides.
+        train, held = _carve_held_out(train, cfg, classification)
         stats["held_out_source"] = f"carved {cfg.held_out_fraction:.0%} stratified (seed {cfg.seed})"
     else:
         stats["held_out_source"] = f"split '{val_name}'"
@@ -563,17 +598,7 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
         train = _stratified_subset(train, cfg.max_train_samples, cfg.seed, classification)
     if cfg.max_eval_samples:
         held = _stratified_subset(held, cfg.max_eval_samples, cfg.seed, classification)
-    if len(held) == 0:
-        raise DataError("held-out data", expected="at least 1 row", found="an empty held-out split",
-                        fix="check the validation file or lower data.held_out_fraction")
-    if classification:
-        seen = set(np.unique(column_numpy(train, "label")).tolist())
-        unseen = sorted(set(np.unique(column_numpy(held, "label")).tolist()) - seen)
-        if unseen:
-            names = [label_names[i] for i in unseen]
-            raise DataError("held-out labels", expected="only labels that occur in training",
-                            found=f"{names} never seen in training",
-                            fix="add training examples of those classes or drop those held-out rows")
+    _check_held_out(train, held, label_names)
     stats.update(train_size=len(train), held_out_size=len(held), test_size=len(test) if test is not None else 0)
     release_arrow_memory()
     return PreparedData(train=train, held_out=held, test=test, label_names=label_names, stats=stats)
