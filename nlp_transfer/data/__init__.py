@@ -519,17 +519,19 @@ def _encode_targets(cfg: DataConfig, task: str,
 def _drop_duplicates(train: Dataset, held: Dataset | None, has_pair: bool,
                      stats: dict[str, Any]) -> tuple[Dataset, Dataset | None]:
     """Exact duplicates within train, and train rows that also appear in held-out (a leak)."""
-    train = train.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
-    hashes = column_numpy(train, "_hash").astype(np.int64, copy=False)
+    def hashed(ds: Dataset) -> tuple[Dataset, np.ndarray]:
+        ds = ds.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
+        return ds, column_numpy(ds, "_hash").astype(np.int64, copy=False)
+
+    train, hashes = hashed(train)
     _, first = np.unique(hashes, return_index=True)
     first = np.sort(first)
     stats["duplicates_dropped"] = int(len(train) - len(first))
     if len(first) < len(train):
         train = train.select(first)
     if held is not None:
-        held = held.map(lambda b: text_hash(b, has_pair), batched=True, batch_size=10_000)
-        held_hashes = column_numpy(held, "_hash").astype(np.int64, copy=False)
-        leak = np.isin(column_numpy(train, "_hash").astype(np.int64, copy=False), held_hashes)
+        held, held_hashes = hashed(held)
+        leak = np.isin(hashes[first], held_hashes)  # the hashes of the rows train kept
         stats["leaked_dropped"] = int(leak.sum())
         if leak.any():
             train = train.select(np.flatnonzero(~leak))
