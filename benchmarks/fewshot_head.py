@@ -140,17 +140,22 @@ def heads() -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", default="sst2,emotion")
-    p.add_argument("--k", default="8")
-    p.add_argument("--seeds", default="0,1,2")
+def grid_arguments(description: str, datasets: str, k: str, seeds: str) -> argparse.ArgumentParser:
+    """The options every same-encoder probe shares: which cells, and where the accuracies go."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--datasets", default=datasets)
+    p.add_argument("--k", default=k)
+    p.add_argument("--seeds", default=seeds)
     p.add_argument("--max-eval", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="write the accuracies here")
-    p.add_argument("--features-dir", type=Path, default=None,
-                   help="keep each tuned encoder's features here and reuse them (heads only on a re-run)")
-    args = p.parse_args(argv)
+    return p
+
+
+def seed_grid(args: argparse.Namespace,
+              per_seed: Callable[[dict[str, Any]], dict[str, float]]) -> dict[str, dict[str, list[float]]]:
+    """``per_seed(spec)``'s accuracies (variant -> accuracy) for every dataset x k x seed of
+    ``args``; prints each cell (mean over seeds, then each seed) and writes ``--json``."""
     import torch
     torch.set_num_threads(args.threads)
     results: dict[str, dict[str, list[float]]] = {}
@@ -161,22 +166,37 @@ def main(argv: list[str] | None = None) -> int:
             for seed in map(int, args.seeds.split(",")):
                 spec = {"dataset": ds, "k": k, "seed": seed, "peer": "ours", "max_eval": args.max_eval,
                         "threads": args.threads}
-                cached = args.features_dir / f"{ds}_k{k}_s{seed}.npz" if args.features_dir else None
-                if cached is not None and cached.is_file():
-                    f = {key: (v.item() if v.ndim == 0 else v) for key, v in np.load(cached).items()}
-                else:
-                    f = tuned_features(spec)
-                    if cached is not None:
-                        cached.parent.mkdir(parents=True, exist_ok=True)
-                        np.savez(cached, **f)
-                results[cell].setdefault("engine run (raw features, no penalty)", []).append(f["engine"])
-                for name, fit in heads().items():
-                    results[cell].setdefault(name, []).append(float((fit(f) == f["y_report"]).mean()))
+                for name, acc in per_seed(spec).items():
+                    results[cell].setdefault(name, []).append(acc)
             print(f"\n{cell} (accuracy %, mean over seeds, then each seed)")
             for name, accs in results[cell].items():
                 print(f"  {name:48s} {100 * np.mean(accs):5.1f}  " + " ".join(f"{100 * a:5.1f}" for a in accs))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def head_accuracies(spec: dict[str, Any], features_dir: Path | None) -> dict[str, float]:
+    """Every head of :func:`heads` on one tuned encoder's features (kept in ``features_dir``)."""
+    cached = features_dir / f"{spec['dataset']}_k{spec['k']}_s{spec['seed']}.npz" if features_dir else None
+    if cached is not None and cached.is_file():
+        f = {key: (v.item() if v.ndim == 0 else v) for key, v in np.load(cached).items()}
+    else:
+        f = tuned_features(spec)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cached, **f)
+    out = {"engine run (raw features, no penalty)": f["engine"]}
+    out.update({name: float((fit(f) == f["y_report"]).mean()) for name, fit in heads().items()})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = grid_arguments(__doc__.split("\n\n")[0], "sst2,emotion", "8", "0,1,2")
+    p.add_argument("--features-dir", type=Path, default=None,
+                   help="keep each tuned encoder's features here and reuse them (heads only on a re-run)")
+    args = p.parse_args(argv)
+    seed_grid(args, lambda spec: head_accuracies(spec, args.features_dir))
     return 0
 
 

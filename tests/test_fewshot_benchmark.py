@@ -249,3 +249,40 @@ def test_table_merges_record_files_without_training(monkeypatch, tmp_path, capsy
     assert "| emotion | 8 | 3/3 | 60.0 ± 10.0 | 80.0 ± 10.0 |" in out
     with pytest.raises(SystemExit, match="--table .*missing.json: no such file"):
         fewshot.main(["--table", str(tmp_path / "missing.json")])
+
+
+def test_wise_interpolation_mixes_float_weights_and_keeps_buffers():
+    """benchmarks/fewshot_wise.py: alpha=0 is the pretrained encoder, alpha=1 the tuned one, and
+    integer buffers (position_ids) are never averaged."""
+    import torch
+
+    from benchmarks import fewshot_wise
+    base = {"w": torch.zeros(2, 2), "position_ids": torch.arange(4)}
+    tuned = {"w": torch.ones(2, 2), "position_ids": torch.arange(4), "extra": torch.full((1,), 3.0)}
+    assert torch.equal(fewshot_wise.interpolate(tuned, base, 0.0)["w"], base["w"])
+    assert torch.equal(fewshot_wise.interpolate(tuned, base, 1.0)["w"], tuned["w"])
+    mixed = fewshot_wise.interpolate(tuned, base, 0.25)
+    assert torch.allclose(mixed["w"], torch.full((2, 2), 0.25))
+    assert mixed["position_ids"].dtype == torch.int64 and torch.equal(mixed["position_ids"], torch.arange(4))
+    assert torch.equal(mixed["extra"], tuned["extra"])
+
+
+def test_probe_grid_collects_every_cell_and_seed(tmp_path, capsys):
+    """fewshot_head/fewshot_wise's grid: one accuracy list per cell and variant, in seed order,
+    printed as mean then each seed, and written to --json."""
+    import json
+
+    from benchmarks import fewshot_head
+    args = fewshot_head.grid_arguments("probe", "sst2", "8", "0,1").parse_args(
+        ["--datasets", "sst2,emotion", "--k", "8,32", "--json", str(tmp_path / "r.json")])
+    seen = []
+
+    def per_seed(spec):
+        seen.append((spec["dataset"], spec["k"], spec["seed"], spec["max_eval"]))
+        return {"a": 0.5 + spec["seed"] / 10, "b": 0.25}
+
+    results = fewshot_head.seed_grid(args, per_seed)
+    assert seen[:2] == [("sst2", 8, 0, 1000), ("sst2", 8, 1, 1000)] and len(seen) == 8
+    assert results["emotion k=32"] == {"a": [0.5, 0.6], "b": [0.25, 0.25]}
+    assert json.loads((tmp_path / "r.json").read_text()) == results
+    assert "  a" in capsys.readouterr().out
