@@ -395,6 +395,20 @@ def paired(ours: Sequence[dict[str, Any]], setfit: Sequence[dict[str, Any]]) -> 
             "wins": sum(d >= 0 for d in diffs), "diffs": diffs}
 
 
+def pooled(rows: Sequence[dict[str, Any]]) -> str | None:
+    """One line over every paired seed of every (dataset, k) row: ours minus SetFit, its standard
+    error and normal 95% interval, and how often ours >= SetFit (None: fewer than two rows pair)."""
+    pairs = [row["paired"] for row in rows if row.get("paired")]
+    if len(pairs) < 2:
+        return None
+    diffs = [d for pair in pairs for d in pair["diffs"]]
+    mean, std = mean_std(diffs)
+    se = std / len(diffs) ** 0.5
+    return (f"All {len(pairs)} points, {len(diffs)} paired seeds: ours - SetFit {mean * 100:+.2f} ± {se * 100:.2f} pt "
+            f"(95% interval {(mean - 1.96 * se) * 100:+.2f} to {(mean + 1.96 * se) * 100:+.2f}), "
+            f"ours >= SetFit on {sum(d >= 0 for d in diffs)} of {len(diffs)}.")
+
+
 def _pm(cell: dict[str, Any] | None, key: str, scale: float, digits: int) -> str:
     if cell is None:
         return "-"
@@ -413,7 +427,8 @@ def markdown_table(records: Sequence[dict[str, Any]], machine: dict[str, Any], c
              "| dataset | k | seeds | SetFit acc (mean ± std) | ours acc | SetFit s | ours s | ours - SetFit "
              "| paired (± s.e.) | ours >= SetFit | time ours / SetFit | ours strategy |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in summarize(records):
+    rows = summarize(records)
+    for row in rows:
         sf, ours, pair = row.get("setfit"), row.get("ours"), row.get("paired")
         seeds = "/".join(str(c["n"]) for c in (sf, ours) if c)
         diff = f"{row['diff'] * 100:+.1f}" if "diff" in row else "-"
@@ -424,6 +439,9 @@ def markdown_table(records: Sequence[dict[str, Any]], machine: dict[str, Any], c
         lines.append(f"| {row['dataset']} | {row['k']} | {seeds} | {_pm(sf, 'acc', 100, 1)} | {_pm(ours, 'acc', 100, 1)} "
                      f"| {_pm(sf, 'train_s', 1, 1)} | {_pm(ours, 'train_s', 1, 1)} | {diff} | {pcell} | {wins} "
                      f"| {ratio} | {strat} |")
+    overall = pooled(rows)
+    if overall:
+        lines += ["", overall]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -286,3 +287,20 @@ def test_probe_grid_collects_every_cell_and_seed(tmp_path, capsys):
     assert results["emotion k=32"] == {"a": [0.5, 0.6], "b": [0.25, 0.25]}
     assert json.loads((tmp_path / "r.json").read_text()) == results
     assert "  a" in capsys.readouterr().out
+
+
+def test_pooled_line_spans_every_paired_seed_of_every_point():
+    """The table's last line pools the seed-by-seed differences of all points: mean, s.e., normal
+    95% interval and ours >= SetFit; one point alone gets no such line."""
+    recs = records()  # emotion k=8: +0.2 on 3 seeds
+    for seed, (sf, ours) in enumerate([(0.5, 0.3), (0.5, 0.5)]):  # sst2 k=32: -0.2, 0.0
+        recs += [{"dataset": "sst2", "k": 32, "seed": seed, "peer": p, "accuracy": a, "train_wall_s": 1.0}
+                 for p, a in (("setfit", sf), ("ours", ours))]
+    diffs = [0.2, 0.2, 0.2, -0.2, 0.0]
+    se = statistics.stdev(diffs) / 5 ** 0.5
+    line = fewshot.pooled(fewshot.summarize(recs))
+    assert line == (f"All 2 points, 5 paired seeds: ours - SetFit +{statistics.fmean(diffs) * 100:.2f} ± "
+                    f"{se * 100:.2f} pt (95% interval {(0.08 - 1.96 * se) * 100:+.2f} to "
+                    f"{(0.08 + 1.96 * se) * 100:+.2f}), ours >= SetFit on 4 of 5.")
+    assert line in fewshot.markdown_table(recs, {}, "cmd")
+    assert fewshot.pooled(fewshot.summarize(records())) is None
