@@ -271,8 +271,6 @@ def test_wise_interpolation_mixes_float_weights_and_keeps_buffers():
 def test_probe_grid_collects_every_cell_and_seed(tmp_path, capsys):
     """fewshot_head/fewshot_wise's grid: one accuracy list per cell and variant, in seed order,
     printed as mean then each seed, and written to --json."""
-    import json
-
     from benchmarks import fewshot_head
     args = fewshot_head.grid_arguments("probe", "sst2", "8", "0,1").parse_args(
         ["--datasets", "sst2,emotion", "--k", "8,32", "--json", str(tmp_path / "r.json")])
@@ -286,7 +284,9 @@ def test_probe_grid_collects_every_cell_and_seed(tmp_path, capsys):
     assert seen[:2] == [("sst2", 8, 0, 1000), ("sst2", 8, 1, 1000)] and len(seen) == 8
     assert results["emotion k=32"] == {"a": [0.5, 0.6], "b": [0.25, 0.25]}
     assert json.loads((tmp_path / "r.json").read_text()) == results
-    assert "  a" in capsys.readouterr().out
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["emotion", "k=32", "(accuracy", "%,", "mean", "over", "seeds,", "then", "each", "seed)"] in printed
+    assert printed.count(["a", "55.0", "50.0", "60.0"]) == 4  # each cell: mean, then seed 0 and seed 1
 
 
 def test_pooled_line_spans_every_paired_seed_of_every_point():
