@@ -40,7 +40,8 @@ from nlp_transfer.selection.decide import Decision, Signals, decide_strategy, ex
 from nlp_transfer.config import RecipeConfig, eval_batch_size
 from nlp_transfer.errors import ConfigError
 
-__all__ = ["AutoDecision", "measure_signals", "resolve_auto", "device_info", "estimate_full_epoch_seconds",
+__all__ = ["AutoDecision", "measure_signals", "class_counts", "probe_frozen_features", "resolve_auto", "device_info",
+           "estimate_full_epoch_seconds",
            "PROBE_SAMPLE", "TIMING_STEPS"]
 
 #: Training examples the linear probe is fitted on (stratified sample; all of them if fewer).
@@ -125,6 +126,49 @@ def estimate_full_epoch_seconds(cfg: RecipeConfig, train_tok: Any, tokenizer: An
             "est_full_epoch_s": round(per_step * batches, 2)}
 
 
+def class_counts(y_all: np.ndarray, label_names: list[str] | None) -> tuple[int, int, float, dict[str, Any]]:
+    """``(n_classes, min_per_class, chance, record)`` of integer labels: the smallest class and
+    the majority-class accuracy are what the rules' data thresholds and the probe's floor read."""
+    names = label_names or [str(i) for i in range(int(y_all.max()) + 1)]
+    counts = np.bincount(y_all, minlength=len(names))
+    chance = float(counts.max() / len(y_all))
+    record = {"class_counts": {n: int(c) for n, c in zip(names, counts)}, "chance": chance}
+    return int(len(names)), int(counts.min()), chance, record
+
+
+def probe_frozen_features(cfg: RecipeConfig, sample: Any, y: np.ndarray, model: Any, tokenizer: Any,
+                          resolved: str, pooling: str, device: torch.device) -> tuple[float | None, dict[str, Any]]:
+    """The linear probe on frozen features of ``sample`` (features from the recipe's cache when
+    it has them); ``(probe_score, record)``, the score ``None`` when a class of the sample has
+    fewer than 2 examples (no stratified folds)."""
+    from nlp_transfer.data import tokenize
+    from nlp_transfer.model.features import cached_features, default_cache_dir, process_state
+    from nlp_transfer.model import weights_sha256
+    from nlp_transfer.selection.transferability import linear_probe
+
+    regression = cfg.task == "regression"
+    if not (regression or (len(np.unique(y)) >= 2 and np.bincount(y)[np.bincount(y) > 0].min() >= 2)):
+        return None, {"probe": {"skipped": "fewer than 2 examples in a class of the sample"}}
+    sample_tok = tokenize(sample, tokenizer, cfg.model.max_length)
+    cache_dir = None
+    if cfg.strategy.cache_features:
+        cache_dir = Path(cfg.output.cache_dir) if cfg.output.cache_dir else default_cache_dir()
+    key = {"model_id": resolved, "revision": cfg.model.revision,
+           "weights_sha": weights_sha256(resolved) if Path(resolved).is_dir() else None,
+           "pooling": pooling, "max_length": cfg.model.max_length}
+    model.to(device)
+    t_f = time.perf_counter()
+    ebs = eval_batch_size(cfg.eval.batch_size, process_state().num_processes, device.type != "cpu")
+    feats, hit = cached_features(model, sample_tok, _collator(tokenizer), ebs, device, key,
+                                 cache_dir, "auto: probe features", cfg.output.progress_bars)
+    record: dict[str, Any] = {"probe_features_s": round(time.perf_counter() - t_f, 2),
+                              "probe_features_cached": bool(hit)}
+    probe = linear_probe(np.asarray(feats), y, regression=regression, seed=cfg.data.seed)
+    record["probe"] = {"metric": probe["metric"], "mean": probe["mean"], "std": probe["std"],
+                       "folds": probe["folds"], "sample": int(len(y)), "pooling": pooling}
+    return float(np.clip(probe["mean"], 0.0, 1.0)), record
+
+
 def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_budget_s: float | None = None,
                     timing_steps: int = TIMING_STEPS, data: Any = None) -> tuple[Signals, dict[str, Any]]:
     """Measure everything :func:`~nlp_transfer.selection.decide.decide_strategy` looks at.
@@ -135,10 +179,9 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
     from transformers import AutoTokenizer
 
     from nlp_transfer.data import prepare_data, tokenize
-    from nlp_transfer.model.features import cached_features, default_cache_dir, process_state
-    from nlp_transfer.model import build_model, count_params, weights_sha256
+    from nlp_transfer.model.features import process_state
+    from nlp_transfer.model import build_model, count_params
     from nlp_transfer.selection.rank import stratified_indices
-    from nlp_transfer.selection.transferability import linear_probe
 
     if cfg.task not in AUTO_TASKS:
         raise ConfigError("strategy=auto", expected=f"a task among {list(AUTO_TASKS)}", found=f"task={cfg.task}",
@@ -153,15 +196,10 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
     n_train = int(len(y_all))
     meas: dict[str, Any] = {"n_train": n_train}
     n_classes = min_per_class = None
-    chance: float | None = 0.0 if regression else None
+    chance: float | None = 0.0
     if not regression:
-        names = data.label_names or [str(i) for i in range(int(y_all.max()) + 1)]
-        counts = np.bincount(y_all, minlength=len(names))
-        n_classes = int(len(names))
-        min_per_class = int(counts.min())
-        chance = float(counts.max() / n_train)
-        meas["class_counts"] = {n: int(c) for n, c in zip(names, counts)}
-        meas["chance"] = chance
+        n_classes, min_per_class, chance, counts = class_counts(y_all, data.label_names)
+        meas.update(counts)
 
     # ---- frozen features of a stratified sample -> linear probe
     model, resolved, pooling = build_model(cfg.model.name, cfg.task, n_classes, cfg.model.pooling,
@@ -175,31 +213,9 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
     device = state.device if dev["device"] == "cuda" else torch.device("mps" if dev["device"] == "mps" else "cpu")
     idx = stratified_indices(None if regression else y_all, n_train, probe_sample, cfg.data.seed)
     sample = data.train if len(idx) == n_train else data.train.select(idx)
-    y = y_all[idx]
-    probe: dict[str, Any] | None = None
-    probe_score: float | None = None
-    ok_probe = regression or (len(np.unique(y)) >= 2 and np.bincount(y)[np.bincount(y) > 0].min() >= 2)
-    if ok_probe:
-        sample_tok = tokenize(sample, tokenizer, cfg.model.max_length)
-        cache_dir = None
-        if cfg.strategy.cache_features:
-            cache_dir = Path(cfg.output.cache_dir) if cfg.output.cache_dir else default_cache_dir()
-        key = {"model_id": resolved, "revision": cfg.model.revision,
-               "weights_sha": weights_sha256(resolved) if Path(resolved).is_dir() else None,
-               "pooling": pooling, "max_length": cfg.model.max_length}
-        model.to(device)
-        t_f = time.perf_counter()
-        ebs = eval_batch_size(cfg.eval.batch_size, state.num_processes, device.type != "cpu")
-        feats, hit = cached_features(model, sample_tok, _collator(tokenizer), ebs, device, key,
-                                     cache_dir, "auto: probe features", cfg.output.progress_bars)
-        meas["probe_features_s"] = round(time.perf_counter() - t_f, 2)
-        meas["probe_features_cached"] = bool(hit)
-        probe = linear_probe(np.asarray(feats), y, regression=regression, seed=cfg.data.seed)
-        probe_score = float(np.clip(probe["mean"], 0.0, 1.0))
-        meas["probe"] = {"metric": probe["metric"], "mean": probe["mean"], "std": probe["std"],
-                         "folds": probe["folds"], "sample": int(len(y)), "pooling": pooling}
-    else:
-        meas["probe"] = {"skipped": "fewer than 2 examples in a class of the sample"}
+    probe_score, probe_record = probe_frozen_features(cfg, sample, y_all[idx], model, tokenizer, resolved,
+                                                      pooling, device)
+    meas.update(probe_record)
     model.to("cpu")
     del model
 

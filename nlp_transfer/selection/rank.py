@@ -261,6 +261,33 @@ def _score_key(rank_by: str) -> str:
     return {"probe": "probe_mean", "logme": "logme", "knn": "knn_mean"}[rank_by]
 
 
+def _check_arguments(models: list[str], rank_by: str, task: str, sample: int | None) -> None:
+    """One-line errors for the arguments, and every model path resolved before any extraction."""
+    from nlp_transfer.model import resolve_model
+
+    if not models:
+        raise ConfigError("models", expected="at least one model", found="none", fix="pass --models minilm <other>")
+    if rank_by not in RANK_BY:
+        raise ConfigError("rank_by", expected=f"one of {list(RANK_BY)}", found=repr(rank_by), fix="pass --rank-by probe")
+    if task not in ("sequence_classification", "regression"):
+        raise ConfigError("task", expected="sequence_classification or regression", found=repr(task),
+                          fix="rank models on a classification or regression dataset")
+    if sample is not None and sample < 10:
+        raise ConfigError("sample", expected="at least 10 examples", found=str(sample), fix="pass --sample 2000")
+    for m in models:
+        resolve_model(m)
+
+
+def _row(model: str, layers: str, ext: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
+    """One row of the ranking: a model's features (``ext``) at one layer aggregation, scored (``sc``)."""
+    return {"model": model, "path": ext["path"], "layers": layers, "pooling": ext["pooling"],
+            "params": ext["params"], "dim": ext["dim"], "logme": sc["logme"],
+            "probe_mean": sc["linear_probe"]["mean"], "probe_std": sc["linear_probe"]["std"],
+            "probe_scores": sc["linear_probe"]["scores"], "knn_mean": sc["knn"]["mean"],
+            "knn_std": sc["knn"]["std"], "feature_s": round(ext["seconds"], 2), "cached": ext["cached"][layers],
+            "score_s": sc["timings_s"], "metric": sc["linear_probe"]["metric"]}
+
+
 def rank_models(data: str | DataConfig | dict[str, Any], models: Sequence[str], layers: str | Sequence[str] = "last",
                 sample: int | None = 2000, text_column: str | None = None, label_column: str | None = None,
                 label_names: list[str] | None = None, text_pair_column: str | None = None, max_length: int = 256,
@@ -280,7 +307,6 @@ def rank_models(data: str | DataConfig | dict[str, Any], models: Sequence[str], 
     """
     from nlp_transfer.data import prepare_data
     from nlp_transfer.model.features import default_cache_dir
-    from nlp_transfer.model import resolve_model
     from nlp_transfer.selection.transferability import score_features
 
     import datasets
@@ -292,18 +318,8 @@ def rank_models(data: str | DataConfig | dict[str, Any], models: Sequence[str], 
     main = process_state().is_main_process  # on N processes (torchrun): one printout
     say = log or (lambda s: print(s, flush=True) if main else None)
     models = list(dict.fromkeys(models))
-    if not models:
-        raise ConfigError("models", expected="at least one model", found="none", fix="pass --models minilm <other>")
-    if rank_by not in RANK_BY:
-        raise ConfigError("rank_by", expected=f"one of {list(RANK_BY)}", found=repr(rank_by), fix="pass --rank-by probe")
-    if task not in ("sequence_classification", "regression"):
-        raise ConfigError("task", expected="sequence_classification or regression", found=repr(task),
-                          fix="rank models on a classification or regression dataset")
-    if sample is not None and sample < 10:
-        raise ConfigError("sample", expected="at least 10 examples", found=str(sample), fix="pass --sample 2000")
+    _check_arguments(models, rank_by, task, sample)
     agg = _parse_layers(layers)
-    for m in models:  # fail on a bad path before any extraction
-        resolve_model(m)
     regression = task == "regression"
     cfg = _data_config(data, text_column=text_column, label_column=label_column, label_names=label_names,
                        text_pair_column=text_pair_column)
@@ -330,14 +346,7 @@ def rank_models(data: str | DataConfig | dict[str, Any], models: Sequence[str], 
                                      num_labels=max(n_classes or 2, 2))
         for a in agg:
             sc = score_features(ext["features"][a], y, regression=regression, folds=folds, seed=seed)
-            rows.append({
-                "model": m, "path": ext["path"], "layers": a, "pooling": ext["pooling"], "params": ext["params"],
-                "dim": ext["dim"], "logme": sc["logme"],
-                "probe_mean": sc["linear_probe"]["mean"], "probe_std": sc["linear_probe"]["std"],
-                "probe_scores": sc["linear_probe"]["scores"], "knn_mean": sc["knn"]["mean"],
-                "knn_std": sc["knn"]["std"], "feature_s": round(ext["seconds"], 2), "cached": ext["cached"][a],
-                "score_s": sc["timings_s"], "metric": sc["linear_probe"]["metric"],
-            })
+            rows.append(_row(m, a, ext, sc))
             where = "cached features" if ext["cached"][a] else f"features in {ext['seconds']:.1f} s"
             say(f"[rank-models] {m} [{a}]: LogME {sc['logme']:.3f}, probe {sc['linear_probe']['mean']:.3f} ± "
                 f"{sc['linear_probe']['std']:.3f}, kNN {sc['knn']['mean']:.3f} ({where})")
