@@ -123,3 +123,29 @@ def test_sst2_shared_tsv(shared_data):
     d = prepare_data(DataConfig(name=str(shared_data / "sst2"), text_column="sentence",
                                 label_names=["negative", "positive"]))
     assert len(d.held_out) == 872 and d.label_names == ["negative", "positive"]
+
+
+def test_split_rows_dedups_drops_leaks_carves_and_caps_seeded():
+    """The list-of-rows path of the multi-label and NER readers (rows: (text, labels))."""
+    from nlp_transfer.data import split_rows
+
+    train = [(f"t{i % 40}", [i % 3]) for i in range(50)]  # 10 exact duplicates of the first 10
+    held = [("t1", [1]), ("t2", [2]), ("h", [0])]
+    key = lambda row: row[0].encode()  # noqa: E731
+    cfg = DataConfig(name="x", seed=3, max_eval_samples=2)
+    tr, ho, stats = split_rows(train, held, key, cfg)
+    assert stats == {"duplicates_dropped": 10, "leaked_dropped": 2, "held_out_source": "split 'validation'"}
+    assert [t for t, _ in tr] == [f"t{i}" for i in range(40) if i not in (1, 2)]  # first occurrence, order kept
+    assert len(ho) == 2 and all(row in held for row in ho)
+
+    carved = split_rows(train, None, key, DataConfig(name="x", seed=3, held_out_fraction=0.25, max_train_samples=20),
+                        unit="sentence", held_file="dev file")
+    again = split_rows(train, None, key, DataConfig(name="x", seed=3, held_out_fraction=0.25, max_train_samples=20))
+    assert carved[:2] == again[:2] and len(carved[1]) == 10 and len(carved[0]) == 20
+    assert not {t for t, _ in carved[0]} & {t for t, _ in carved[1]}
+    assert carved[2]["held_out_source"] == "carved 25% (seed 3)"
+
+    with pytest.raises(DataError, match=r"at least 4 sentences .* found 3 sentence\(s\).* provide a dev file"):
+        split_rows(train[:3], None, key, cfg, unit="sentence", held_file="dev file")
+    with pytest.raises(DataError, match=r"at least 1 row.*check the validation file"):
+        split_rows(train, [], key, cfg)

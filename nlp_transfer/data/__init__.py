@@ -11,7 +11,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
@@ -569,6 +569,56 @@ def _check_held_out(train: Dataset, held: Dataset, label_names: list[str] | None
         raise DataError("held-out labels", expected="only labels that occur in training",
                         found=f"{names} never seen in training",
                         fix="add training examples of those classes or drop those held-out rows")
+
+
+def split_rows(train: list, held: list | None, key: Callable[[Any], bytes], cfg: DataConfig,
+               unit: str = "row", held_name: str = "validation", held_file: str = "validation file",
+               ) -> tuple[list, list, dict[str, Any]]:
+    """Deduplicate, carve and cap splits kept as Python lists of rows (the multi-label and NER
+    readers; single-label data goes through :func:`prepare_data` on Arrow datasets).
+
+    With ``cfg.dedup``, exact duplicates within ``train`` (same ``key``) and train rows whose key
+    also occurs in ``held`` (a leak) are dropped. Without ``held``, a seeded
+    ``cfg.held_out_fraction`` of train is carved off (not stratified: a row may carry several
+    labels or none). Then ``max_train_samples`` / ``max_eval_samples`` take seeded subsets, order
+    kept. Returns ``(train, held, stats)``; stats has ``duplicates_dropped``, ``leaked_dropped``
+    and ``held_out_source``. ``unit`` and ``held_file`` only word the errors.
+    """
+    stats: dict[str, Any] = {"duplicates_dropped": 0, "leaked_dropped": 0}
+    if cfg.dedup:
+        hashes = [key(row) for row in train]
+        first: dict[bytes, int] = {}
+        for i, h in enumerate(hashes):
+            first.setdefault(h, i)
+        keep = sorted(first.values())
+        stats["duplicates_dropped"] = len(train) - len(keep)
+        if held is not None:
+            held_hashes = {key(row) for row in held}
+            leak = [i for i in keep if hashes[i] in held_hashes]
+            stats["leaked_dropped"] = len(leak)
+            keep = [i for i in keep if hashes[i] not in held_hashes]
+        train = [train[i] for i in keep]
+    rng = np.random.default_rng(cfg.seed)
+    if held is None:
+        n = len(train)
+        if n < 4:
+            raise DataError("training data", expected=f"at least 4 {unit}s to carve a held-out split",
+                            found=f"{n} {unit}(s)", fix=f"add data or provide a {held_file}")
+        perm = rng.permutation(n)
+        n_ho = max(1, int(round(cfg.held_out_fraction * n)))
+        held = [train[i] for i in np.sort(perm[:n_ho])]
+        train = [train[i] for i in np.sort(perm[n_ho:])]
+        stats["held_out_source"] = f"carved {cfg.held_out_fraction:.0%} (seed {cfg.seed})"
+    else:
+        stats["held_out_source"] = f"split '{held_name}'"
+    if cfg.max_train_samples and cfg.max_train_samples < len(train):
+        train = [train[i] for i in np.sort(rng.permutation(len(train))[:cfg.max_train_samples])]
+    if cfg.max_eval_samples and cfg.max_eval_samples < len(held):
+        held = [held[i] for i in np.sort(rng.permutation(len(held))[:cfg.max_eval_samples])]
+    if not held:
+        raise DataError("held-out data", expected=f"at least 1 {unit}", found="an empty held-out split",
+                        fix=f"check the {held_file} or lower data.held_out_fraction")
+    return train, held, stats
 
 
 def prepare_data(cfg: DataConfig, task: str = "sequence_classification",

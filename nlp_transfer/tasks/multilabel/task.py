@@ -67,7 +67,7 @@ def prepare_multilabel(cfg: Any) -> Any:
     """Texts + multi-hot ``label`` (float32 lists) for train / held-out / test."""
     from datasets import Dataset, Sequence, Value
 
-    from nlp_transfer.data import PreparedData
+    from nlp_transfer.data import PreparedData, split_rows
 
     splits, declared = _read_splits(cfg)
     if "train" not in splits:
@@ -86,41 +86,11 @@ def prepare_multilabel(cfg: Any) -> Any:
                         fix=f"check data.text_column ('{cfg.text_column}')")
     held = clean(*splits["validation"]) if "validation" in splits else None
     test = clean(*splits["test"]) if "test" in splits else None
-    if cfg.dedup:
-        first: dict[bytes, int] = {}
-        for i, t in enumerate(train_t):
-            first.setdefault(_hash(t), i)
-        keep = sorted(first.values())
-        stats["duplicates_dropped"] = len(train_t) - len(keep)
-        if held is not None:
-            hh = {_hash(t) for t in held[0]}
-            leak = [i for i in keep if _hash(train_t[i]) in hh]
-            stats["leaked_dropped"] = len(leak)
-            keep = [i for i in keep if _hash(train_t[i]) not in hh]
-        train_t, train_l = [train_t[i] for i in keep], [train_l[i] for i in keep]
-    rng = np.random.default_rng(cfg.seed)
-    if held is None:
-        n = len(train_t)
-        if n < 4:
-            raise DataError("training data", expected="at least 4 rows to carve a held-out split",
-                            found=f"{n} row(s)", fix="add data or provide a validation split")
-        perm = rng.permutation(n)
-        n_ho = max(1, int(round(cfg.held_out_fraction * n)))
-        ho, tr = np.sort(perm[:n_ho]), np.sort(perm[n_ho:])
-        held = ([train_t[i] for i in ho], [train_l[i] for i in ho])
-        train_t, train_l = [train_t[i] for i in tr], [train_l[i] for i in tr]
-        stats["held_out_source"] = f"carved {cfg.held_out_fraction:.0%} (seed {cfg.seed})"
-    else:
-        stats["held_out_source"] = "split 'validation'"
-    if cfg.max_train_samples and cfg.max_train_samples < len(train_t):
-        idx = np.sort(rng.permutation(len(train_t))[:cfg.max_train_samples])
-        train_t, train_l = [train_t[i] for i in idx], [train_l[i] for i in idx]
-    if cfg.max_eval_samples and cfg.max_eval_samples < len(held[0]):
-        idx = np.sort(rng.permutation(len(held[0]))[:cfg.max_eval_samples])
-        held = ([held[0][i] for i in idx], [held[1][i] for i in idx])
-    if not held[0]:
-        raise DataError("held-out data", expected="at least 1 row", found="an empty held-out split",
-                        fix="check the validation file or lower data.held_out_fraction")
+    rows, held_rows, split_stats = split_rows(list(zip(train_t, train_l)), list(zip(*held)) if held else None,
+                                              lambda row: _hash(row[0]), cfg)
+    stats.update(split_stats)
+    train_t, train_l = [t for t, _ in rows], [ls for _, ls in rows]
+    held = ([t for t, _ in held_rows], [ls for _, ls in held_rows])
 
     if cfg.label_names:
         names = [str(n) for n in cfg.label_names]

@@ -144,16 +144,12 @@ def _hash_tokens(tokens: list[str]) -> bytes:
     return hashlib.blake2b("\x1f".join(tokens).encode("utf-8"), digest_size=8).digest()
 
 
-def _take(split: dict[str, list], idx: Sequence[int]) -> dict[str, list]:
-    return {k: [v[i] for i in idx] for k, v in split.items()}
-
-
 def prepare_ner(cfg: Any) -> Any:
     """Read, convert tags to BIO, deduplicate, split: a ``PreparedData`` with ``tokens`` and
     ``tags`` (BIO strings) columns and the label names (``O`` first)."""
     from datasets import Dataset
 
-    from nlp_transfer.data import PreparedData
+    from nlp_transfer.data import PreparedData, split_rows
 
     raw = read_ner_splits(cfg)
     train_name = "train" if "train" in raw else cfg.train_split
@@ -188,41 +184,13 @@ def prepare_ner(cfg: Any) -> Any:
 
     stats: dict[str, Any] = {"dataset": cfg.name, "tag_scheme": scheme, "empty_dropped": 0,
                              "duplicates_dropped": 0, "leaked_dropped": 0}
-    train = parts["train"]
-    if cfg.dedup:
-        hashes = [_hash_tokens(t) for t in train["tokens"]]
-        first: dict[bytes, int] = {}
-        for i, h in enumerate(hashes):
-            first.setdefault(h, i)
-        keep = sorted(first.values())
-        stats["duplicates_dropped"] = len(hashes) - len(keep)
-        if "held_out" in parts:
-            held_hashes = {_hash_tokens(t) for t in parts["held_out"]["tokens"]}
-            leak = [i for i in keep if hashes[i] in held_hashes]
-            stats["leaked_dropped"] = len(leak)
-            keep = [i for i in keep if hashes[i] not in held_hashes]
-        train = _take(train, keep)
-    rng = np.random.default_rng(cfg.seed)
-    if "held_out" not in parts:
-        n = len(train["tokens"])
-        if n < 4:
-            raise DataError("training data", expected="at least 4 sentences to carve a held-out split",
-                            found=f"{n} sentence(s)", fix="add data or provide a dev file")
-        perm = rng.permutation(n)
-        n_ho = max(1, int(round(cfg.held_out_fraction * n)))
-        parts["held_out"] = _take(train, np.sort(perm[:n_ho]))
-        train = _take(train, np.sort(perm[n_ho:]))
-        stats["held_out_source"] = f"carved {cfg.held_out_fraction:.0%} (seed {cfg.seed})"
-    else:
-        stats["held_out_source"] = f"split '{val_name}'"
-    held = parts["held_out"]
-    if cfg.max_train_samples and cfg.max_train_samples < len(train["tokens"]):
-        train = _take(train, np.sort(rng.permutation(len(train["tokens"]))[:cfg.max_train_samples]))
-    if cfg.max_eval_samples and cfg.max_eval_samples < len(held["tokens"]):
-        held = _take(held, np.sort(rng.permutation(len(held["tokens"]))[:cfg.max_eval_samples]))
-    if not held["tokens"]:
-        raise DataError("held-out data", expected="at least 1 sentence", found="an empty held-out split",
-                        fix="check the dev file or lower data.held_out_fraction")
+    held_rows = list(zip(parts["held_out"]["tokens"], parts["held_out"]["tags"])) if "held_out" in parts else None
+    rows, held_rows, split_stats = split_rows(list(zip(parts["train"]["tokens"], parts["train"]["tags"])), held_rows,
+                                              lambda row: _hash_tokens(row[0]), cfg, unit="sentence",
+                                              held_name=str(val_name), held_file="dev file")
+    stats.update(split_stats)
+    train = {"tokens": [t for t, _ in rows], "tags": [g for _, g in rows]}
+    held = {"tokens": [t for t, _ in held_rows], "tags": [g for _, g in held_rows]}
     unknown = sorted({t for p in (train, held, parts.get("test")) if p for seq in p["tags"] for t in seq}
                      - set(label_names))
     if unknown:
