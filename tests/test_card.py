@@ -227,3 +227,31 @@ def test_plain_loading_snippet_reproduces_nlp_transfer_predictions(
     probs = namespace["logits"].softmax(-1)[0]
     assert namespace["labels"][int(probs.argmax())] == expected["label"]
     assert float(probs.max()) == pytest.approx(expected["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("strategy,settings,says,not_says", [
+    ("lora", {"lora_r": 4, "lora_alpha": 32, "unfreeze_top_k": 1},
+     ["r=8, alpha=16", "top 1 layers were fully trained"], []),  # nlp_transfer.json's lora section wins
+    ("partial", {"unfreeze_top_k": 3}, ["the top 3 encoder layers"], []),
+    ("contrastive", {"pair_rounds": 30, "pair_batch_size": 8, "pair_epochs": 1, "pair_loss": "margin",
+                     "pair_margin": 0.25, "pair_adapter": "lora", "lora_r": 4},
+     ["Pairs: 30 rounds", "8 pairs a step", "margin loss (margin 0.25)", "LoRA adapters, merged"], ["r=4"]),
+    ("contrastive", {"pair_rounds": 20, "pair_batch_size": 16, "pair_loss": "cosine", "pair_margin": 0.5,
+                     "pair_adapter": "none"},
+     ["Pairs: 20 rounds", "16 pairs a step", "`CosineSimilarityLoss`", "trained every encoder weight"], ["margin"]),
+    ("full", {"lora_r": 4, "unfreeze_top_k": 2}, ["every weight of the encoder"], ["r=4", "top 2"]),
+])
+def test_strategy_paragraph_reads_the_settings_its_strategy_names(
+        tmp_path: Path, strategy: str, settings: dict, says: list[str], not_says: list[str]) -> None:
+    """The card asks the strategy which recipe settings its paragraph reads (no strategy names in the card)."""
+    meta = {"strategy": strategy, "lora": {"r": 8, "alpha": 16, "target_modules": ["query", "value"]}} \
+        if strategy == "lora" else {"strategy": strategy, "lora": None}
+    out = fake_output(tmp_path / strategy, meta=meta, metrics={"strategy": strategy},
+                      recipe={"strategy": {"name": strategy, **settings}})
+    info = ModelCardInfo.from_output_dir(out)
+    paragraph = info.strategy_class.describe(info.strategy_details, info.merged)
+    text = write_model_card(out).read_text(encoding="utf-8")
+    for words in says:
+        assert words in paragraph and words in text
+    for words in not_says:
+        assert words not in paragraph

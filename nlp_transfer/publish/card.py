@@ -53,6 +53,13 @@ class EvalPoint:
     gap: float | None
 
 
+def registered_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered as ``name``; the :class:`Strategy` interface itself for a name
+    this version does not know (a card of a newer run still renders, with generic text)."""
+    cls = STRATEGIES.get(name)
+    return cls if isinstance(cls, type) and issubclass(cls, Strategy) else Strategy
+
+
 @dataclass
 class ModelCardInfo:
     """Everything the model card says, read from an output folder (see :meth:`from_output_dir`).
@@ -140,10 +147,8 @@ class ModelCardInfo:
         details: dict[str, Any] = {}
         if isinstance(meta.get(strategy), dict):  # the strategy's own section of nlp_transfer.json
             details.update(meta[strategy])
-        for key in ("lora_r", "lora_alpha", "lora_dropout", "unfreeze_top_k", "target_modules"):
-            if strategy_cfg.get(key) is not None:
-                details.setdefault(key.replace("lora_", "") if key in ("lora_r", "lora_alpha") else key,
-                                   strategy_cfg[key])
+        for key, value in registered_strategy(strategy).card_settings(strategy_cfg).items():
+            details.setdefault(key, value)
         eval_cfg = recipe.get("eval") if isinstance(recipe.get("eval"), dict) else {}
         train_cfg = recipe.get("train") if isinstance(recipe.get("train"), dict) else {}
         resolved = metrics.get("hyperparameters") or {}
@@ -209,8 +214,7 @@ class ModelCardInfo:
     @property
     def strategy_class(self) -> type[Strategy]:
         """The registered strategy (the :class:`Strategy` interface itself for an unknown one)."""
-        cls = STRATEGIES.get(self.strategy)
-        return cls if isinstance(cls, type) and issubclass(cls, Strategy) else Strategy
+        return registered_strategy(self.strategy)
 
     @property
     def task_words(self) -> str:

@@ -239,6 +239,12 @@ class Strategy:
         return f"{cls.name} model merged into the encoder" if merged else f"{cls.name} model"
 
     @classmethod
+    def card_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """The settings of the recipe's ``strategy`` section (``settings``) that :meth:`describe`
+        reads, under the keys it reads them by; settings that are unset (None) are left out."""
+        return {}
+
+    @classmethod
     def describe(cls, details: dict[str, Any], merged: bool = False) -> str:
         """The model card's "Training strategy" paragraph (``details``: the strategy's metadata and
         settings from the recipe)."""

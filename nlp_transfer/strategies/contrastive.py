@@ -318,7 +318,25 @@ class ContrastiveStrategy(FullStrategy):
 
     @classmethod
     def describe(cls, details: dict[str, Any], merged: bool = False) -> str:
-        return ("**Contrastive few-shot** (SetFit's method, Tunstall et al. 2022): the encoder was fine-tuned on "
+        text = ("**Contrastive few-shot** (SetFit's method, Tunstall et al. 2022): the encoder was fine-tuned on "
                 "sentence pairs drawn from the labelled examples (same label: pulled together; different labels: "
                 "pushed apart), then the task head was trained on the tuned encoder's sentence vectors.")
+        if "pair_rounds" not in details:
+            return text
+        d = details
+        loss = ("cosine-similarity loss (SetFit's `CosineSimilarityLoss`)" if d.get("pair_loss") == "cosine"
+                else f"{d.get('pair_loss')} loss" + (f" (margin {d['pair_margin']})" if "pair_margin" in d else ""))
+        trained = ("LoRA adapters, merged into the encoder before the head was trained"
+                   if d.get("pair_adapter") == "lora" else "every encoder weight")
+        return (text + f"\nPairs: {d['pair_rounds']} rounds (each labelled example in one same-label and one "
+                f"other-label pair a round), {d.get('pair_batch_size', '?')} pairs a step, "
+                f"{d.get('pair_epochs', 1)} epoch(s), {loss}; the pair phase trained {trained}.")
+
+    @classmethod
+    def card_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        keys = ("pair_rounds", "pair_batch_size", "pair_epochs", "pair_loss", "pair_adapter")
+        picked = {k: settings[k] for k in keys if settings.get(k) is not None}
+        if settings.get("pair_loss") == "margin" and settings.get("pair_margin") is not None:
+            picked["pair_margin"] = settings["pair_margin"]
+        return picked
 

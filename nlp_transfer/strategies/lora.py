@@ -169,6 +169,12 @@ class LoraStrategy(Strategy):
         return "LoRA model merged into the encoder" if merged else "LoRA adapter + head"
 
     @classmethod
+    def card_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        keys = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "lora_dropout",
+                "unfreeze_top_k": "unfreeze_top_k", "target_modules": "target_modules"}
+        return {name: settings[key] for key, name in keys.items() if settings.get(key) is not None}
+
+    @classmethod
     def describe(cls, details: dict[str, Any], merged: bool = False) -> str:
         d = details
         text = (f"**LoRA**: low-rank adapters (r={d.get('r', '?')}, alpha={d.get('alpha', '?')}) on the "

@@ -40,6 +40,10 @@ class PartialStrategy(FullStrategy):
         return "partially fine-tuned model"
 
     @classmethod
+    def card_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        return {"unfreeze_top_k": settings["unfreeze_top_k"]} if settings.get("unfreeze_top_k") is not None else {}
+
+    @classmethod
     def describe(cls, details: dict[str, Any], merged: bool = False) -> str:
         return (f"**Partial fine-tuning**: the top {details.get('unfreeze_top_k') or 2} encoder layers and the task "
                 "head were trained; the layers below stayed frozen.")
