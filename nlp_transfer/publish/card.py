@@ -53,6 +53,20 @@ class EvalPoint:
     gap: float | None
 
 
+def hyperparameters(recipe: dict[str, Any], metrics: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """``(hyperparameters, patience)`` of a run for its card: the recipe's ``train`` section with
+    the values the strategy resolved (``metrics["hyperparameters"]``) over it, plus the ``eval``
+    settings that shaped the result; patience is the resolved one, else the recipe's."""
+    eval_cfg = recipe.get("eval") if isinstance(recipe.get("eval"), dict) else {}
+    train_cfg = recipe.get("train") if isinstance(recipe.get("train"), dict) else {}
+    resolved = metrics.get("hyperparameters") or {}
+    hyper = {**train_cfg, **{k: v for k, v in resolved.items() if k != "patience"}}
+    for key in ("metric_for_best", "train_sample_size", "every_steps", "min_delta"):
+        if key in eval_cfg:
+            hyper[f"eval.{key}"] = eval_cfg[key]
+    return hyper, resolved.get("patience", eval_cfg.get("patience"))
+
+
 def registered_strategy(name: str) -> type[Strategy]:
     """The strategy class registered as ``name``; the :class:`Strategy` interface itself for a name
     this version does not know (a card of a newer run still renders, with generic text)."""
@@ -150,13 +164,7 @@ class ModelCardInfo:
         for key, value in registered_strategy(strategy).card_settings(strategy_cfg).items():
             details.setdefault(key, value)
         eval_cfg = recipe.get("eval") if isinstance(recipe.get("eval"), dict) else {}
-        train_cfg = recipe.get("train") if isinstance(recipe.get("train"), dict) else {}
-        resolved = metrics.get("hyperparameters") or {}
-        hyper = {**{k: v for k, v in train_cfg.items()}, **{k: v for k, v in resolved.items() if k != "patience"}}
-        for key in ("metric_for_best", "train_sample_size", "every_steps", "min_delta"):
-            if key in eval_cfg:
-                hyper[f"eval.{key}"] = eval_cfg[key]
-        patience = resolved.get("patience", eval_cfg.get("patience"))
+        hyper, patience = hyperparameters(recipe, metrics)
         data = dict(metrics.get("data") or {})
         data_cfg = recipe.get("data") if isinstance(recipe.get("data"), dict) else {}
         dataset = data.get("dataset") or data_cfg.get("name")
