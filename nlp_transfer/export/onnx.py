@@ -402,6 +402,44 @@ def _prepare_out(src: Path, out: str | Path, overwrite: bool) -> Path:
     return dst
 
 
+def refuse_unexportable(src: Path, meta: dict[str, Any]) -> None:
+    """One-line errors for folders there is no single-task torch model to export from."""
+    if meta.get("format") == ONNX_FORMAT:
+        raise ModelError(f"folder {src}", expected="a training output folder (torch weights)",
+                         found="an ONNX export already", fix="export the output folder it came from")
+    if meta.get("task") == MULTI_TASK:
+        raise ModelError(f"folder {src}", expected="a single-task output folder",
+                         found=f"a multi-task model (tasks {list(meta.get('tasks', {}))})",
+                         fix="export is not supported for multi-task folders yet; serve them with nlp_transfer.load")
+
+
+def _quantize_checked(tmp: Path, batches: list[Any], ref: Any, labels: Any, meta: dict[str, Any],
+                      torch_score: float, src: Path, unit: str) -> dict[str, Any]:
+    """Replace ``tmp/model.onnx`` by its int8 version, score it on the check rows and refuse it when
+    it drops more than ``INT8_MAX_DROP_PT`` below torch; the ``checks["int8"]`` record."""
+    task, token_level = meta["task"], TASKS[meta["task"]].token_level
+    quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
+    for f in tmp.glob("model.onnx*"):
+        f.unlink()
+    os.replace(tmp / "model.int8.onnx", tmp / "model.onnx")
+    z8 = _outputs(OnnxModel(tmp / "model.onnx"), batches, token_level)[0]
+    int8_score = score(z8, labels, task, meta)
+    drop = _check_int8(torch_score, int8_score, src, unit)
+    return {**_rounded(compare(ref, z8, task, meta)), "score": _r(int8_score), "drop_pt": drop}
+
+
+def _write_beside_graph(tmp: Path, model: Any, tok: Any, meta: dict[str, Any], src: Path, info: dict[str, Any]) -> None:
+    """What loads next to ``model.onnx``: config (labels), tokenizer, the recipe, and the source's
+    nlp_transfer.json marked as an ONNX export with the report ``info``."""
+    _write_config(model, meta, src, tmp)
+    tok.save_pretrained(tmp)
+    if (src / "recipe.yaml").is_file():
+        shutil.copy2(src / "recipe.yaml", tmp / "recipe.yaml")
+    source_meta = json.loads((src / "nlp_transfer.json").read_text())
+    (tmp / "nlp_transfer.json").write_text(json.dumps({**source_meta, "format": ONNX_FORMAT, "onnx": info},
+                                                      indent=2) + "\n")
+
+
 def export_onnx(output_dir: str | Path, out: str | Path, quantize: str | None = None, data: str | Path | None = None,
                 *, opset: int = OPSET, overwrite: bool = False,
                 batch_size: int = PREDICT_BATCH_SIZE) -> dict[str, Any]:
@@ -411,14 +449,7 @@ def export_onnx(output_dir: str | Path, out: str | Path, quantize: str | None = 
         raise ConfigError("quantize", expected=f"one of {list(QUANTIZE_CHOICES)} or nothing (fp32)",
                           found=repr(quantize), fix="pass --quantize int8, or leave it out")
     src = resolve_output(output_dir)
-    meta = json.loads((src / "nlp_transfer.json").read_text())
-    if meta.get("format") == ONNX_FORMAT:
-        raise ModelError(f"folder {src}", expected="a training output folder (torch weights)",
-                         found="an ONNX export already", fix="export the output folder it came from")
-    if meta.get("task") == MULTI_TASK:
-        raise ModelError(f"folder {src}", expected="a single-task output folder",
-                         found=f"a multi-task model (tasks {list(meta.get('tasks', {}))})",
-                         fix="export is not supported for multi-task folders yet; serve them with nlp_transfer.load")
+    refuse_unexportable(src, json.loads((src / "nlp_transfer.json").read_text()))
     require_exporter()
     dst = _prepare_out(src, out, overwrite)
     model, tok, meta, src = rebuild_model(src, "cpu")
@@ -453,26 +484,13 @@ def export_onnx(output_dir: str | Path, out: str | Path, quantize: str | None = 
                                   "fp32": {**_rounded(fp32), "score": _r(score(z32, labels, task, meta))},
                                   "tolerance": {"max_abs_logit_delta": MAX_ABS_LOGIT_DELTA}}
         if quantize == "int8":
-            quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
-            for f in tmp.glob("model.onnx*"):
-                f.unlink()
-            os.replace(tmp / "model.int8.onnx", tmp / "model.onnx")
-            z8 = _outputs(OnnxModel(tmp / "model.onnx"), batches, spec.token_level)[0]
-            int8_score = score(z8, labels, task, meta)
-            drop = _check_int8(torch_score, int8_score, src, unit)
-            checks["int8"] = {**_rounded(compare(ref, z8, task, meta)), "score": _r(int8_score), "drop_pt": drop}
+            checks["int8"] = _quantize_checked(tmp, batches, ref, labels, meta, torch_score, src, unit)
             checks["tolerance"]["int8_max_drop_pt"] = INT8_MAX_DROP_PT
         info = {"opset": opset, "quantized": quantize,
                 **({"quantization": {"weights": "QInt8", **INT8_OPTIONS}} if quantize else {}), "inputs": list(example), "outputs": ["logits"],
                 "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
                 "exported_from": str(src), "checks": checks}
-        _write_config(model, meta, src, tmp)
-        tok.save_pretrained(tmp)
-        if (src / "recipe.yaml").is_file():
-            shutil.copy2(src / "recipe.yaml", tmp / "recipe.yaml")
-        source_meta = json.loads((src / "nlp_transfer.json").read_text())
-        (tmp / "nlp_transfer.json").write_text(json.dumps({**source_meta, "format": ONNX_FORMAT, "onnx": info},
-                                                          indent=2) + "\n")
+        _write_beside_graph(tmp, model, tok, meta, src, info)
         size = _onnx_bytes(tmp)
         if dst.exists():
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
