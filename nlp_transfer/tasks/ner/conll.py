@@ -411,6 +411,36 @@ def _label_of(id2label: Mapping[Any, str], idx: int) -> str:
                      fix="save id2label with the model")
 
 
+def predicted_tags(scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(tag ids, token scores)`` of one sequence: the argmax and its probability of
+    ``(seq_len, num_labels)`` probabilities, or ``(seq_len,)`` label ids with score 1.0."""
+    arr = np.asarray(scores)
+    if arr.ndim == 2:
+        tag_ids = arr.argmax(-1)
+        return tag_ids, arr[np.arange(arr.shape[0]), tag_ids].astype(float)
+    if arr.ndim == 1:
+        return arr.astype(int), np.ones(arr.shape[0])
+    raise ModelError("NER scores", expected="(seq_len, num_labels) probabilities or "
+                     "(seq_len,) label ids", found=f"shape {arr.shape}",
+                     fix="pass one sequence at a time")
+
+
+def word_spans(offsets: Sequence[Sequence[int]], word_ids: Sequence[int | None]) -> dict[int, list[int]]:
+    """word -> ``[first sub-token position, start, end]`` in characters, in order of appearance;
+    special tokens (word id ``None`` or negative) are skipped."""
+    words: dict[int, list[int]] = {}
+    for j, w in enumerate(word_ids):
+        if w is None or w < 0:
+            continue
+        s, e = int(offsets[j][0]), int(offsets[j][1])
+        if w not in words:
+            words[w] = [j, s, e]
+        else:
+            words[w][1] = min(words[w][1], s)
+            words[w][2] = max(words[w][2], e)
+    return words
+
+
 def decode_entities(text: str, offsets: Sequence[Sequence[int]], scores: Any,
                     id2label: Mapping[Any, str], word_ids: Sequence[int | None],
                     ) -> list[dict[str, Any]]:
@@ -436,34 +466,13 @@ def decode_entities(text: str, offsets: Sequence[Sequence[int]], scores: Any,
         "score": 0.98}, ...]`` with ``text == text[start:end]``; ``entity`` is the label's
         type without prefix, lower-cased; ``score`` is the mean word score over the span.
     """
-    arr = np.asarray(scores)
-    if arr.ndim == 2:
-        tag_ids = arr.argmax(-1)
-        tok_scores = arr[np.arange(arr.shape[0]), tag_ids].astype(float)
-    elif arr.ndim == 1:
-        tag_ids = arr.astype(int)
-        tok_scores = np.ones(arr.shape[0])
-    else:
-        raise ModelError("NER scores", expected="(seq_len, num_labels) probabilities or "
-                         "(seq_len,) label ids", found=f"shape {arr.shape}",
-                         fix="pass one sequence at a time")
+    tag_ids, tok_scores = predicted_tags(scores)
     if not (len(offsets) == len(word_ids) == len(tag_ids)):
         raise ModelError("NER decoding inputs", expected="offsets, word_ids and scores of "
                          "equal length", found=f"{len(offsets)}, {len(word_ids)}, "
                          f"{len(tag_ids)}", fix="pass the encoding of the same sequence")
 
-    # word -> (first sub-token position, start, end), in order of appearance
-    words: dict[int, list[int]] = {}
-    for j, w in enumerate(word_ids):
-        if w is None or w < 0:
-            continue
-        s, e = int(offsets[j][0]), int(offsets[j][1])
-        if w not in words:
-            words[w] = [j, s, e]
-        else:
-            words[w][1] = min(words[w][1], s)
-            words[w][2] = max(words[w][2], e)
-
+    words = word_spans(offsets, word_ids)
     entities: list[dict[str, Any]] = []
     cur: dict[str, Any] | None = None
 
