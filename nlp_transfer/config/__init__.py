@@ -262,6 +262,7 @@ class StrategyConfig:
     pair_epochs: int = 1
     #: contrastive: "cosine" (MSE between cos(u, v) and 1/0: SetFit's CosineSimilarityLoss) or
     #: "margin" (same-label pairs pulled to cos 1, other-label pairs pushed below cos = pair_margin).
+    #: k=32, margin against cosine, paired: SST-2 -1.2 pt (8 seeds), emotion -2.4 pt (3 seeds).
     pair_loss: str = "cosine"
     pair_margin: float = 0.5
     #: contrastive: inverse L2 strength of the head, as scikit-learn's ``LogisticRegression(C=...)``
