@@ -255,3 +255,8 @@ def test_strategy_paragraph_reads_the_settings_its_strategy_names(
         assert words in paragraph and words in text
     for words in not_says:
         assert words not in paragraph
+    # only what the strategy names (or its own section of nlp_transfer.json) reaches the paragraph
+    named = {"lora": {"r", "alpha", "target_modules", "unfreeze_top_k"}, "partial": {"unfreeze_top_k"},
+             "contrastive": {"pair_rounds", "pair_batch_size", "pair_epochs", "pair_loss", "pair_margin",
+                             "pair_adapter"}, "full": set()}[strategy]
+    assert set(info.strategy_details) <= named

@@ -196,7 +196,7 @@ def measure_signals(cfg: RecipeConfig, probe_sample: int = PROBE_SAMPLE, time_bu
     n_train = int(len(y_all))
     meas: dict[str, Any] = {"n_train": n_train}
     n_classes = min_per_class = None
-    chance: float | None = 0.0
+    chance = 0.0
     if not regression:
         n_classes, min_per_class, chance, counts = class_counts(y_all, data.label_names)
         meas.update(counts)
