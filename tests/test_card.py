@@ -239,6 +239,8 @@ def test_plain_loading_snippet_reproduces_nlp_transfer_predictions(
     ("contrastive", {"pair_rounds": 20, "pair_batch_size": 16, "pair_loss": "cosine", "pair_margin": 0.5,
                      "pair_adapter": "none"},
      ["Pairs: 20 rounds", "16 pairs a step", "`CosineSimilarityLoss`", "trained every encoder weight"], ["margin"]),
+    ("contrastive", {"pair_rounds": 20, "pair_batch_size": 16, "pair_loss": "cosent", "pair_margin": 0.5},
+     ["`CoSENTLoss`, scale 20"], ["margin", "CosineSimilarityLoss"]),
     ("full", {"lora_r": 4, "unfreeze_top_k": 2}, ["every weight of the encoder"], ["r=4", "top 2"]),
 ])
 def test_strategy_paragraph_reads_the_settings_its_strategy_names(

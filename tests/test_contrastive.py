@@ -16,7 +16,7 @@ from transformers import AutoModel
 from conftest import recipe_kwargs
 from nlp_transfer import Recipe, load, train
 from nlp_transfer.errors import ConfigError
-from nlp_transfer.strategies.contrastive import length_grouped, sample_pairs
+from nlp_transfer.strategies.contrastive import COSENT_SCALE, length_grouped, pair_loss, sample_pairs
 from toy import make_rows, write_csv
 
 LABELS = [0, 0, 0, 1, 1, 2, 2, 2, 2]
@@ -62,6 +62,23 @@ def _kw(tiny_model, data, out, **sections):
                          train={"epochs": 3, **sections.pop("train", {})}, **sections)
 
 
+def test_cosent_ranks_every_same_label_pair_above_every_other_label_pair():
+    torch.manual_seed(0)
+    u, v = torch.randn(6, 4), torch.randn(6, 4)
+    target = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    cos = torch.nn.functional.cosine_similarity(u, v)
+    terms = [COSENT_SCALE * (cos[n] - cos[p]) for n in range(6) for p in range(6) if target[n] == 0 and target[p] == 1]
+    expected = torch.log(1 + torch.stack(terms).exp().sum())  # Su 2022, eq. of CoSENTLoss
+    assert torch.allclose(pair_loss(u, v, target, "cosent", 0.5), expected)
+    # only the order of the scores counts: a batch of one kind has nothing to rank
+    assert pair_loss(u, v, torch.ones(6), "cosent", 0.5).item() == 0.0
+    # ranked right by a wide margin, the loss vanishes; ranked wrong, it grows with the gap
+    same = torch.cat([u[:1]] * 6)
+    apart = torch.where(target[:, None] == 1, same, -same)
+    assert pair_loss(same, apart, target, "cosent", 0.5).item() < 1e-12
+    assert pair_loss(same, -apart, target, "cosent", 0.5).item() > 2 * COSENT_SCALE
+
+
 def test_pair_phase_moves_the_encoder_head_phase_does_not_and_reload_predicts_the_same(tiny_model, toy_csv,
                                                                                        tmp_path):
     r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / "out")))
@@ -85,6 +102,19 @@ def test_pair_phase_moves_the_encoder_head_phase_does_not_and_reload_predicts_th
     with torch.no_grad():
         expected = m(**{k: v for k, v in enc.items()})["logits"]
     assert torch.allclose(torch.tensor(predictor.logits(probe)), expected, atol=1e-5)
+
+
+def test_each_pair_loss_tunes_the_encoder_its_own_way(tiny_model, toy_csv, tmp_path):
+    """strategy.pair_loss reaches the pair phase: same rows and seed, another loss, another encoder."""
+    tuned = {}
+    for loss in ("cosine", "cosent"):
+        r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / loss, strategy={"pair_loss": loss},
+                               train={"epochs": 1})))
+        tuned[loss] = load_file(str(r.output_dir / "encoder" / "model.safetensors"))
+    base = AutoModel.from_pretrained(str(tiny_model)).state_dict()
+    weights = [k for k in tuned["cosent"] if "pooler" not in k]
+    assert sum(not torch.equal(tuned["cosent"][k], base[k]) for k in weights) > len(weights) // 2
+    assert any(not torch.equal(tuned["cosent"][k], tuned["cosine"][k]) for k in weights)
 
 
 def test_the_tuned_features_get_their_own_cache_entry(tiny_model, toy_csv, tmp_path):

@@ -6,7 +6,7 @@ Two phases, one run:
 1. **Pairs** (:meth:`ContrastiveStrategy.tune_encoder`): sentence pairs drawn from the labelled
    examples (each round gives every example one same-label and one other-label partner: balanced,
    seeded by ``train.seed``) fine-tune the whole encoder so that same-label sentences point the same
-   way (``strategy.pair_loss``: SetFit's cosine-similarity MSE, or a margin loss) on the pooled
+   way (``strategy.pair_loss``: SetFit's cosine-similarity MSE, a margin loss or CoSENT) on the pooled
    sentence vector (mean pooling unless the checkpoint declares another).
 2. **Head**: the engine's loop then trains the task head on features of the *tuned* encoder, as
    ``frozen`` does (cached features, early stopping, best epoch, checkpoints), with SetFit's head in
@@ -103,12 +103,24 @@ def length_grouped(pairs: list[tuple[int, int, float]], lengths: list[int], batc
     return batches
 
 
+#: CoSENT's temperature: sentence-transformers' ``CoSENTLoss(scale=20.0)`` default.
+COSENT_SCALE = 20.0
+
+
 def pair_loss(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor, kind: str, margin: float) -> torch.Tensor:
     """``cosine``: MSE(cos(u, v), target) (sentence-transformers' CosineSimilarityLoss, SetFit's
-    default); ``margin``: same-label pairs to cos 1, other-label pairs below ``margin``."""
+    default); ``margin``: same-label pairs to cos 1, other-label pairs below ``margin``;
+    ``cosent``: every same-label pair of the batch ranked above every other-label pair,
+    log(1 + sum exp(scale (cos_neg - cos_pos))) (Su 2022; sentence-transformers' ``CoSENTLoss``,
+    written out here because that class wants a SentenceTransformer model object)."""
     cos = nn.functional.cosine_similarity(u.float(), v.float())
     if kind == "cosine":
         return nn.functional.mse_loss(cos, target)
+    if kind == "cosent":
+        diff = COSENT_SCALE * (cos[:, None] - cos[None, :])  # [i, j]: cos_i - cos_j
+        ranked = target[:, None] < target[None, :]  # i other-label, j same-label: i should score lower
+        diff = diff.masked_fill(~ranked, float("-inf"))
+        return torch.logsumexp(torch.cat([diff.new_zeros(1), diff.reshape(-1)]), dim=0)
     pos = target * (1 - cos).pow(2)
     neg = (1 - target) * nn.functional.relu(cos - margin).pow(2)
     return (pos + neg).mean()
@@ -324,8 +336,10 @@ class ContrastiveStrategy(FullStrategy):
         if "pair_rounds" not in details:
             return text
         d = details
-        loss = ("cosine-similarity loss (SetFit's `CosineSimilarityLoss`)" if d.get("pair_loss") == "cosine"
-                else f"{d.get('pair_loss')} loss" + (f" (margin {d['pair_margin']})" if "pair_margin" in d else ""))
+        loss = {"cosine": "cosine-similarity loss (SetFit's `CosineSimilarityLoss`)",
+                "cosent": f"CoSENT ranking loss (sentence-transformers' `CoSENTLoss`, scale {COSENT_SCALE:g})"
+                }.get(d.get("pair_loss"), f"{d.get('pair_loss')} loss"
+                      + (f" (margin {d['pair_margin']})" if "pair_margin" in d else ""))
         trained = ("LoRA adapters, merged into the encoder before the head was trained"
                    if d.get("pair_adapter") == "lora" else "every encoder weight")
         return (text + f"\nPairs: {d['pair_rounds']} rounds (each labelled example in one same-label and one "
