@@ -294,3 +294,34 @@ def test_lora_pair_phase_folds_its_adapters_into_a_plain_encoder(tiny_model, toy
     assert torch.allclose(torch.tensor(predictor.logits(probe)), expected, atol=1e-5)  # the run's own model
     with pytest.raises(ConfigError, match="strategy.pair_adapter"):
         Recipe(strategy={"name": "contrastive", "pair_adapter": "ia3"})
+
+
+def test_pair_phase_trains_only_the_seen_embedding_rows_to_the_same_encoder(tiny_model, toy_csv, tmp_path,
+                                                                            monkeypatch):
+    """train.skip_unseen_embeddings reaches the pair phase: only the rows of the training sentences'
+    tokens are a parameter, and the tuned encoder is the one a full table gives (the other rows
+    decayed as AdamW decays them), saved as a plain table."""
+    from nlp_transfer.strategies import contrastive
+    swapped = []
+    real = contrastive.train_seen_rows
+
+    def spy(encoder, groups, seen):
+        module = real(encoder, groups, seen)
+        optimised = {id(p) for g in groups for p in g["params"]}
+        swapped.append((len(module.seen), module.num_embeddings, id(module.rows) in optimised,
+                        id(module.weight) in optimised))
+        return module
+    monkeypatch.setattr(contrastive, "train_seen_rows", spy)
+    tuned = {}
+    for skip in (False, True):
+        settings = {"epochs": 1, "lr": 1e-3, "weight_decay": 0.1, "skip_unseen_embeddings": skip}  # decay shows
+        r = train(Recipe(**_kw(tiny_model, toy_csv, tmp_path / str(skip), train=settings)))
+        tuned[skip] = load_file(str(r.output_dir / "checkpoints" / "contrastive" / "encoder.safetensors"))
+    (seen, vocab, rows_train, table_trains), = swapped  # once: the skip=True run
+    assert 0 < seen < vocab and rows_train and not table_trains
+    assert tuned[True].keys() == tuned[False].keys()
+    for k in tuned[True]:
+        assert torch.allclose(tuned[True][k], tuned[False][k], atol=1e-6), k
+    table = "embeddings.word_embeddings.weight"
+    base = AutoModel.from_pretrained(str(tiny_model)).state_dict()[table]
+    assert not torch.equal(tuned[True][table], base)

@@ -375,7 +375,8 @@ class TrainConfig:
     #: optimizer pass each step (model/embedding_rows.py; 1.03x at 1 thread, 1.06x at 2 on MiniLM,
     #: benchmarks/levers.py seen_rows). Applies to a plain nn.Embedding that trains, is not tied to
     #: an output layer, on data that is not streamed, and not under fp16 with weight decay (its
-    #: scaler skips steps); elsewhere every row trains as before.
+    #: scaler skips steps); elsewhere every row trains as before. contrastive's pair phase honours it
+    #: too (emotion k=8: the same accuracy in 0.95x the time, benchmarks/results/fewshot_seen_rows.md).
     skip_unseen_embeddings: bool = True
     #: Step budget of the strategies that train the encoder (full, lora, partial): when ``epochs`` is
     #: left to the strategy, train at least this many optimizer steps (more epochs on small data;
