@@ -41,8 +41,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nlp_transfer.errors import ConfigError, NLPTransferError
-from nlp_transfer.model.embedding_rows import (merge_seen_rows, token_ids_in, train_seen_rows, unseen_decay,
-                                               why_not_seen_rows)
+from nlp_transfer.model.embedding_rows import (SeenRowsEmbedding, merge_seen_rows, token_ids_in, train_seen_rows,
+                                               unseen_decay, why_not_seen_rows)
 from nlp_transfer.strategies.base import TuneContext
 from nlp_transfer.strategies.frozen import FrozenStrategy
 from nlp_transfer.strategies.full import FullStrategy
@@ -270,12 +270,14 @@ class ContrastiveStrategy(FullStrategy):
         return trained
 
     @staticmethod
-    def _seen_rows(ctx: TuneContext, groups: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Any:
+    def _seen_rows(ctx: TuneContext, groups: list[dict[str, Any]],
+                   rows: list[dict[str, Any]]) -> SeenRowsEmbedding | None:
         """``train.skip_unseen_embeddings`` in the pair phase, as in the engine's loop: only the
         word-embedding rows of the training sentences' tokens train: the same update, without a dense
         gradient and AdamW pass over MiniLM's table (half its weights) each step; emotion k=8, the
         same accuracy in 0.95x the time (benchmarks/results/fewshot_seen_rows.md). None: every row trains."""
         encoder = ctx.model.encoder
+        # no gradient scaler in this phase, so no skipped steps (why_not_seen_rows' skipped_steps)
         if not ctx.cfg.train.skip_unseen_embeddings or why_not_seen_rows(encoder, groups) is not None:
             return None
         vocab = encoder.get_input_embeddings().num_embeddings
