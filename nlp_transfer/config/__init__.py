@@ -214,6 +214,13 @@ class DataConfig:
     held_out_rows: int = 1000
     #: Streaming: rows in the shuffle buffer (datasets' IterableDataset.shuffle); 0 = stream order.
     shuffle_buffer: int = 10_000
+    #: Class names as training examples (SetFit's ``get_templated_dataset``): this many copies of
+    #: ``label_template`` filled with each class name join the training rows (never the held-out
+    #: ones): information a few-shot set lacks. 0: off. None: the strategy's default (contrastive: 2,
+    #: the others 0), applied where the task is single-text classification and the names are words.
+    label_examples: int | None = None
+    #: The sentence a class name fills (``{}``); SetFit's default template.
+    label_template: str = "This sentence is {}"
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
@@ -231,6 +238,13 @@ class DataConfig:
         _check_positive("data", "num_proc", self.num_proc, allow_none=True)
         _check_positive("data", "held_out_rows", self.held_out_rows)
         _check_positive("data", "shuffle_buffer", self.shuffle_buffer, allow_zero=True)
+        if self.label_examples is not None and (isinstance(self.label_examples, bool) or not isinstance(
+                self.label_examples, int) or self.label_examples < 0):
+            raise ConfigError("data.label_examples", expected="an integer >= 0 (copies per class), or none for the "
+                              "strategy's default", found=repr(self.label_examples), fix="pass data.label_examples=2")
+        if not isinstance(self.label_template, str) or self.label_template.count("{}") != 1:
+            raise ConfigError("data.label_template", expected="a sentence with one {} for the class name",
+                              found=repr(self.label_template), fix="pass data.label_template='This sentence is {}'")
         self.label_names = to_list("data", "label_names", self.label_names)
         self.column_names = to_list("data", "column_names", self.column_names)
         if isinstance(self.delimiter, str) and self.delimiter.strip().lower() in ("\\t", "tab"):

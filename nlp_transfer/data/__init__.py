@@ -9,12 +9,13 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 
 from nlp_transfer.config import DataConfig, objects
 from nlp_transfer.errors import DataError
@@ -654,6 +655,54 @@ def prepare_data(cfg: DataConfig, task: str = "sequence_classification",
     stats.update(train_size=len(train), held_out_size=len(held), test_size=len(test) if test is not None else 0)
     release_arrow_memory()
     return PreparedData(train=train, held_out=held, test=test, label_names=label_names, stats=stats)
+
+
+#: A class name that names nothing: a number, or a generated ``LABEL_3`` / ``class_3``.
+_NAMELESS = re.compile(r"^\s*((label|class)[\s_-]*)?[-+]?\d+(\.\d+)?\s*$", re.IGNORECASE)
+
+
+def nameless_labels(names: list[str]) -> list[str]:
+    """The class names that are not words (a template filled with them says nothing)."""
+    return [n for n in names if _NAMELESS.match(n) or not any(c.isalpha() for c in n)]
+
+
+def label_examples_refusal(data: Any, task: str) -> str | None:
+    """Why ``data.label_examples`` cannot apply to this task's data, in a few words (None: it can)."""
+    if task != "sequence_classification":
+        return f"task={task}"
+    if getattr(data, "streamed", False):
+        return "a streamed training split"
+    if data.has_pair:
+        return "a text pair column"
+    bad = nameless_labels(data.label_names or [])
+    if not data.label_names or bad:
+        return f"class names {bad[:4] or data.label_names} that are not words"
+    return None
+
+
+def add_label_examples(data: PreparedData, copies: int, template: str, task: str) -> PreparedData:
+    """``copies`` rows of ``template`` filled with each class name (underscores read as spaces:
+    ``not_spam`` -> "not spam"), appended to the training rows (never the held-out ones): SetFit's
+    ``get_templated_dataset``, written out here because setfit is not a dependency of the library.
+    They come last, so the train-sample metric can leave them out (``stats["label_example_rows"]``).
+    One-line DataError where names or task do not allow it."""
+    why = label_examples_refusal(data, task)
+    if why is not None:
+        raise DataError("data.label_examples", expected="single-text sequence_classification with class names "
+                        "that are words (they fill data.label_template)", found=why,
+                        fix="name the classes with data.label_names=[...], or pass data.label_examples=0")
+    train, names = data.train, data.label_names
+    rows = {"text": [template.format(name.replace("_", " ")) for name in names for _ in range(copies)],
+            "label": [i for i in range(len(names)) for _ in range(copies)]}
+    other = [c for c in train.column_names if c not in rows]
+    if other:
+        raise DataError("data.label_examples", expected="training rows with only text and label columns",
+                        found=f"column {other[0]!r}", fix="pass data.label_examples=0")
+    extra = Dataset.from_dict(rows, features=Features({k: train.features[k] for k in rows}))
+    train = concatenate_datasets([train, extra.select_columns(train.column_names)])
+    stats = {**data.stats, "label_example_rows": len(rows["text"]), "label_template": template,
+             "train_size": len(train)}
+    return PreparedData(train=train, held_out=data.held_out, test=data.test, label_names=names, stats=stats)
 
 
 #: What a collated batch may pass to the encoder (a collator adds attention_mask when padding).

@@ -414,6 +414,9 @@ def _data_section(info: ModelCardInfo) -> str:
     if "train_size" in s:
         rows.append(("Training examples", _count_exact(s["train_size"]) + (" (rows streamed into training)"
                                                                          if s.get("streamed") else "")))
+    if s.get("label_example_rows"):
+        rows.append(("Class-name examples", f"{_count_exact(s['label_example_rows'])} of the training examples are "
+                     f"`{s.get('label_template', '{}')}` filled with a class name (`data.label_examples`)"))
     if "held_out_size" in s:
         src = f" — {s['held_out_source']}" if s.get("held_out_source") else ""
         rows.append(("Held-out examples", f"{_count_exact(s['held_out_size'])}{src}"))

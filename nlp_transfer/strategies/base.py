@@ -103,6 +103,8 @@ class TuneContext:
     show: bool
     autocast: Callable[[], Any]
     tasks: int = 1
+    #: The last rows of ``train`` that ``data.label_examples`` added (class-name sentences), not the user's.
+    added_rows: int = 0
 
 
 class Strategy:
@@ -139,6 +141,9 @@ class Strategy:
     declared_normalize = False
     #: ``model.pooling=auto`` when the checkpoint declares none (None: CLS if ``trains_encoder``, else mean).
     undeclared_pooling: str | None = None
+    #: ``data.label_examples`` when the recipe leaves it empty: copies of the class-name template per
+    #: class added to the training rows (where the task and names allow it).
+    label_examples = 0
     #: Trains from a stream (``data.streaming``): False when it needs every training row up front.
     streams = True
     #: Trains by itself (False for ``auto``, which the advisor resolves to a concrete strategy first).

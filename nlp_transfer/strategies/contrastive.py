@@ -4,9 +4,11 @@ Learning Without Prompts").
 Two phases, one run:
 
 1. **Pairs** (:meth:`ContrastiveStrategy.tune_encoder`): sentence pairs drawn from the labelled
-   examples (each round gives every example one same-label and one other-label partner: balanced,
-   seeded by ``train.seed``) fine-tune the whole encoder so that same-label sentences point the same
-   way (``strategy.pair_loss``: SetFit's cosine-similarity MSE, a margin loss or CoSENT) on the pooled
+   examples, two class-name sentences per class among them by default ("This sentence is joy":
+   ``data.label_examples``, :attr:`ContrastiveStrategy.label_examples`), each round giving every
+   example one same-label and one other-label partner (balanced, seeded by ``train.seed``),
+   fine-tune the whole encoder so that same-label sentences point the same way
+   (``strategy.pair_loss``: SetFit's cosine-similarity MSE, a margin loss or CoSENT) on the pooled
    sentence vector (mean pooling unless the checkpoint declares another).
 2. **Head**: the engine's loop then trains the task head on features of the *tuned* encoder, as
    ``frozen`` does (cached features, early stopping, best epoch, checkpoints), with SetFit's head in
@@ -172,6 +174,9 @@ class ContrastiveStrategy(FullStrategy):
     #: head on the tuned features; 8 examples per class are one or two head steps an epoch, and 100
     #: epochs gained 0.9 pt over 30 on emotion k=8 (0.366 vs 0.357, same tuned encoder).
     defaults = {"epochs": 100, "lr": 2e-5, "head_lr": 1e-2, "patience": 5}
+    #: Two rows "This sentence is <class>" per class join the training rows (data.label_examples, SetFit's
+    #: get_templated_dataset): k=8, 16 paired seeds, SST-2 64.4 -> 68.8, emotion 36.4 -> 46.5 (README "Few-shot").
+    label_examples = 2
     saved_weights = "the contrastively tuned encoder and the head"
     card_tags = ("setfit-style", "contrastive", "few-shot")
 
@@ -186,7 +191,7 @@ class ContrastiveStrategy(FullStrategy):
                               fix="train each task with strategy=contrastive, or use frozen/lora/full")
         check_task(ctx.task)  # the task's own name: a multi-task base config carries a default task
         labels = [int(y) for y in ctx.train["label"]]
-        check_pairable(labels, ctx.label_names)
+        check_pairable(labels[:len(labels) - ctx.added_rows], ctx.label_names)  # the user's rows: 2 of each
         self.examples = len(labels)  # the head's penalty (apply) is scaled by it
         cfg, s = ctx.cfg, self.cfg
         pairs = sample_pairs(labels, s.pair_rounds, cfg.train.seed)

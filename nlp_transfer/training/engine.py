@@ -39,7 +39,7 @@ from nlp_transfer.model.embedding_rows import (merge_seen_rows, token_ids_in, tr
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
 from nlp_transfer.model import GlobalBatchDropout
 from nlp_transfer.model.features import launched_on_cpus
-from nlp_transfer.strategies import TuneContext, get_strategy, snapshot_trainable
+from nlp_transfer.strategies import TuneContext, get_strategy, snapshot_trainable, strategy_class
 from nlp_transfer.log import NAME as LOGGER_NAME
 from nlp_transfer.log import configure as configure_logging
 from nlp_transfer.log import verbosity
@@ -199,8 +199,13 @@ class Engine:
                               fix="train each streamed task in its own recipe, or pass data.streaming=false")
         with self.accelerator.main_process_first():
             for i, (name, entry) in enumerate(self.plan.tasks.items()):
-                data = prepare_task_data(entry)
+                data = prepare_task_data(entry, strategy_class(self.cfg.strategy.name).label_examples)
                 self.runs[name] = TaskRun(name, entry, TASKS[entry.task], data, i, data.label_names)
+                added = (getattr(data, "stats", None) or {}).get("label_example_rows")
+                if added:
+                    self.say(f"[nlp_transfer] {added} rows of {entry.data.label_template!r} filled with the "
+                             f"{len(data.label_names)} class names joined the training rows "
+                             f"(data.label_examples={entry.data.label_examples}; 0 turns them off)")
 
     def build_model(self) -> None:
         """The encoder with one head (single-task layout) or a head per task; the tokenizer."""
@@ -275,7 +280,7 @@ class Engine:
         collate = r.spec.collator(self.tokenizer) if r.spec.collator else default_collator(self.tokenizer)
         ctx = TuneContext(self.model, r.train_tok, r.entry.task, r.label_names, collate, self.cfg,
                           self.accelerator.device, self.out_dir, self.say, self.show, self.accelerator.autocast,
-                          tasks=len(self.runs))
+                          tasks=len(self.runs), added_rows=r.data.stats.get("label_example_rows", 0))
         return self.strategy.tune_encoder(ctx)
 
     def prepare_optimization(self) -> None:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from nlp_transfer.model import features as feats
 from nlp_transfer.config import RecipeConfig
-from nlp_transfer.data import column_numpy, prepare_data, tokenize
+from nlp_transfer.data import add_label_examples, column_numpy, label_examples_refusal, prepare_data, tokenize
 from nlp_transfer.errors import ConfigError
 from nlp_transfer.model import TASKS, TaskSpec
 from nlp_transfer.config.multitask import MultiTaskConfig, MultiTaskSettings, TaskEntry
@@ -112,18 +112,26 @@ class TaskRun:
         return len(self.stream) if self.stream is not None else len(self.loaders["train"].sampler)
 
 
-def prepare_task_data(entry: TaskEntry) -> Any:
-    """Read, clean and split one task's data (its reader, its task's prepare hook, or the core)."""
+def prepare_task_data(entry: TaskEntry, label_examples: int = 0) -> Any:
+    """Read, clean and split one task's data (its reader, its task's prepare hook, or the core),
+    then add the class-name rows of ``data.label_examples``; where that is None, ``label_examples``
+    (the strategy's default) applies if the data can take it. The count used is written back to
+    the config, which is saved with the run."""
     spec = TASKS[entry.task]
     if entry.reader:
         if spec.prepare is not None:
             raise ConfigError(f"tasks.{entry.name}.reader", expected="only for sequence_classification/regression",
                               found=f"reader with task={entry.task}", fix="remove the reader")
-        return prepare_data(entry.data, entry.task, raw=READERS[entry.reader](entry.data))
-    if entry.data.streaming:
+        data = prepare_data(entry.data, entry.task, raw=READERS[entry.reader](entry.data))
+    elif entry.data.streaming:
         from nlp_transfer.data.streaming import prepare_stream
-        return prepare_stream(entry.data, entry.task)
-    return spec.prepare(entry.data) if spec.prepare else prepare_data(entry.data, entry.task)
+        data = prepare_stream(entry.data, entry.task)
+    else:
+        data = spec.prepare(entry.data) if spec.prepare else prepare_data(entry.data, entry.task)
+    d = entry.data
+    if d.label_examples is None:  # the strategy's default, only where it applies
+        d.label_examples = label_examples if label_examples_refusal(data, entry.task) is None else 0
+    return add_label_examples(data, d.label_examples, d.label_template, entry.task) if d.label_examples else data
 
 
 #: Held-out rows kept in the output folder (``held_out.jsonl``): what ``export`` checks an
@@ -163,11 +171,13 @@ def tokenize_run(r: TaskRun, tokenizer: Any, cfg: RecipeConfig, rng: np.random.G
     held = r.data.held_out
     r.held_rows = held.select(range(min(HELD_OUT_KEEP, len(held)))).to_list() if held is not None else []
     r.data = dataclasses.replace(r.data, train=None, held_out=None, test=None)
-    n_sample = min(cfg.eval.train_sample_size, len(r.train_tok))
+    # the user's rows: data.label_examples' template rows come last and are left out of the sample
+    n_rows = len(r.train_tok) - (getattr(r.data, "stats", None) or {}).get("label_example_rows", 0)
+    n_sample = min(cfg.eval.train_sample_size, n_rows)
     if r.stream is not None:  # the stream's first rows, all of them
         r.sample_idx = np.arange(n_sample)
         return
-    r.sample_idx = np.sort(rng.choice(len(r.train_tok), size=n_sample, replace=False)) if n_sample \
+    r.sample_idx = np.sort(rng.choice(n_rows, size=n_sample, replace=False)) if n_sample \
         else np.array([], int)
 
 
