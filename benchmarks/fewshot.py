@@ -2,6 +2,7 @@
 
     python benchmarks/fewshot.py [--datasets emotion,sst2,bbc] [--k 8,32] [--seeds 0,1,2]
                                  [--peers ours,setfit] [--ours-strategy auto] [--max-eval 2000]
+                                 [--ours-set KEY=VALUE] [--setfit-label-examples N]
                                  [--threads N] [--out benchmarks/results/fewshot.json] [--resume] [--dry-run]
 
 Protocol, for every dataset x k x seed:
@@ -21,7 +22,10 @@ Protocol, for every dataset x k x seed:
    weights and never early-stops, so the report set only reports and never selects (SetFit never
    sees it either). ``data.dedup=False``: both peers train on exactly the same k rows.
    Accuracy: ``metrics["held_out"]["accuracy"]``; strategy actually used: ``metrics["strategy"]``
-   (with ``auto``, ``metrics["auto"]["decision"]`` is the same name, plus why).
+   (with ``auto``, ``metrics["auto"]["decision"]`` is the same name, plus why). Since 2026-12-06
+   ``contrastive`` also trains on two rows "This sentence is <class>" per class by default
+   (``data.label_examples``); ``--ours-set data.label_examples=0`` runs it without them, and
+   ``--setfit-label-examples 2`` gives SetFit the same rows (its ``get_templated_dataset``).
 5. Wall time (``train_wall_s``), from a child that has imported only torch: each peer's own
    imports (``setfit``, ``datasets``; ``nlp_transfer`` and what ``train()`` imports lazily, recorded
    apart as ``import_s`` where measurable) + model load + training. SetFit stops at trained; ours is
@@ -74,6 +78,8 @@ BBC_SPLIT_SEED = 1234
 EVAL_SEED = 1234
 SST2_LABELS = {0: "negative", 1: "positive"}
 SETFIT_ARGS = {"batch_size": 16, "num_epochs": 1, "num_iterations": 20}
+#: SetFit's ``get_templated_dataset`` default template (and ``data.label_template``'s).
+LABEL_TEMPLATE = "This sentence is {}"
 OURS_TRAIN_SAMPLE = 64
 RECORD_KEY = ("dataset", "k", "seed", "peer")
 
@@ -233,13 +239,23 @@ def accuracy_metric(y_pred: Any, y_true: Any) -> dict[str, float]:
     return {"accuracy": float(np.mean(np.asarray(y_pred) == np.asarray(y_true)))}
 
 
+def templated_rows(train_rows: list[dict], copies: int, template: str = LABEL_TEMPLATE) -> list[dict]:
+    """SetFit's ``get_templated_dataset(candidate_labels=<the classes>, sample_size=copies)`` rows,
+    labelled by name as the benchmark's rows are (that function labels by index), classes sorted;
+    the same rows ``data.label_examples`` gives ours."""
+    return [{"text": template.format(label), "label": label}
+            for label in sorted(group_by_label(train_rows)) for _ in range(copies)]
+
+
 def run_setfit(spec: dict[str, Any], train_rows: list[dict], report: list[dict]) -> dict[str, Any]:
-    """SetFit 1.2.0 on the k-shot rows; wall time from its imports to trained, scoring apart."""
+    """SetFit 1.2.0 on the k-shot rows (``--setfit-label-examples``: plus its templated rows);
+    wall time from its imports to trained, scoring apart."""
     t0 = time.perf_counter()  # the imports count, as train()'s lazy ones count for ours
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     import_s = time.perf_counter() - t0
+    train_rows = train_rows + templated_rows(train_rows, int(spec.get("setfit_label_examples") or 0))
     out_dir = tempfile.mkdtemp(prefix="fewshot_setfit_")
     try:  # output_dir: SetFit's default "checkpoints" would land in the working directory
         model = SetFitModel.from_pretrained(common.minilm_path())
@@ -304,6 +320,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     rec = {k: spec[k] for k in RECORD_KEY}
     if spec["peer"] == "ours" and spec.get("ours_set"):
         rec["ours_set"] = list(spec["ours_set"])
+    if spec["peer"] == "setfit" and spec.get("setfit_label_examples"):
+        rec["setfit_label_examples"] = int(spec["setfit_label_examples"])
     rec.update(peer(spec, train_rows, report))
     # A shared machine slows every figure: record how busy it was when the run ended.
     rec.update(n_train=len(train_rows), n_report=len(report), torch_threads=torch.get_num_threads(),
@@ -333,7 +351,8 @@ def spawn(spec: dict[str, Any]) -> dict[str, Any]:
 def plan_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every run of the grid, dataset-major (datasets x k x seed x peer)."""
     return [{"dataset": d, "k": k, "seed": s, "peer": p, "max_eval": args.max_eval, "threads": args.threads,
-             "ours_strategy": args.ours_strategy, "ours_set": list(args.ours_set)}
+             "ours_strategy": args.ours_strategy, "ours_set": list(args.ours_set),
+             "setfit_label_examples": args.setfit_label_examples}
             for d in args.datasets for k in args.k for s in args.seeds for p in args.peers]
 
 
@@ -476,6 +495,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override of our runs (repeatable), e.g. --ours-set strategy.pair_adapter=lora; "
                         "write a variant's records to their own --out")
+    p.add_argument("--setfit-label-examples", type=int, default=0, metavar="N",
+                   help="SetFit's peer also trains on N copies of 'This sentence is <class>' per class "
+                        "(its get_templated_dataset), as ours does with data.label_examples=N")
     p.add_argument("--max-eval", type=int, default=2000, help="cap of the report set (stratified, seed 1234)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of both peers")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fewshot.json")
@@ -519,7 +541,8 @@ def print_plan(specs: list[dict[str, Any]], data: dict[str, tuple], args: argpar
     for s in specs:
         print(f"  {s['dataset']:8s} k={s['k']:<3d} seed={s['seed']:<3d} {s['peer']:7s}"
               f"{' strategy=' + s['ours_strategy'] if s['peer'] == 'ours' else ''}"
-              f"{' ' + ' '.join(s['ours_set']) if s['peer'] == 'ours' and s['ours_set'] else ''}")
+              f"{' ' + ' '.join(s['ours_set']) if s['peer'] == 'ours' and s['ours_set'] else ''}"
+              f"{' label_examples=%d' % s['setfit_label_examples'] if s['peer'] == 'setfit' and s['setfit_label_examples'] else ''}")
     print(f"{len(specs)} runs, each in its own process, {args.threads} torch threads; records -> {args.out}")
 
 

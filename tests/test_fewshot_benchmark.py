@@ -221,6 +221,24 @@ def test_ours_set_reaches_our_recipe_and_unknown_keys_fail(fake_data, monkeypatc
         fewshot.ours_recipe({**spec, "ours_set": ["train.nope=1"]}, [], [], str(tmp_path))
 
 
+def test_setfit_gets_the_class_name_rows_ours_adds():
+    """--setfit-label-examples: SetFit's templated rows are the ones data.label_examples gives ours
+    (same sentences, same classes, same count), and they equal setfit's own get_templated_dataset."""
+    from nlp_transfer.config import DataConfig
+    from nlp_transfer.data import add_label_examples, prepare_data
+    train = toy_rows({"sadness": 3, "joy": 3, "anger": 3})
+    extra = fewshot.templated_rows(train, 2)
+    data = prepare_data(DataConfig(name={"train": train, "validation": train[:3]}, dedup=False))
+    ours = add_label_examples(data, 2, fewshot.LABEL_TEMPLATE, "sequence_classification")
+    names = ours.label_names
+    assert [(r["text"], r["label"]) for r in extra] == \
+        [(t, names[y]) for t, y in zip(ours.train["text"][9:], ours.train["label"][9:])]
+    assert fewshot.templated_rows(train, 0) == []
+    setfit = pytest.importorskip("setfit")
+    theirs = setfit.get_templated_dataset(candidate_labels=sorted({r["label"] for r in train}), sample_size=2)
+    assert [(r["text"], r["label"]) for r in extra] == [(t, names[y]) for t, y in zip(theirs["text"], theirs["label"])]
+
+
 def test_head_benchmark_heads_fit_a_separable_problem():
     """benchmarks/fewshot_head.py: every head it compares separates two clusters."""
     import numpy as np
