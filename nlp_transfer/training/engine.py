@@ -201,7 +201,7 @@ class Engine:
             for i, (name, entry) in enumerate(self.plan.tasks.items()):
                 data = prepare_task_data(entry, strategy_class(self.cfg.strategy.name).label_examples)
                 self.runs[name] = TaskRun(name, entry, TASKS[entry.task], data, i, data.label_names)
-                added = (getattr(data, "stats", None) or {}).get("label_example_rows")
+                added = data.stats.get("label_example_rows")
                 if added:
                     self.say(f"[nlp_transfer] {added} rows of {entry.data.label_template!r} filled with the "
                              f"{len(data.label_names)} class names joined the training rows "

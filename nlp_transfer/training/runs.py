@@ -172,7 +172,7 @@ def tokenize_run(r: TaskRun, tokenizer: Any, cfg: RecipeConfig, rng: np.random.G
     r.held_rows = held.select(range(min(HELD_OUT_KEEP, len(held)))).to_list() if held is not None else []
     r.data = dataclasses.replace(r.data, train=None, held_out=None, test=None)
     # the user's rows: data.label_examples' template rows come last and are left out of the sample
-    n_rows = len(r.train_tok) - (getattr(r.data, "stats", None) or {}).get("label_example_rows", 0)
+    n_rows = len(r.train_tok) - r.data.stats.get("label_example_rows", 0)
     n_sample = min(cfg.eval.train_sample_size, n_rows)
     if r.stream is not None:  # the stream's first rows, all of them
         r.sample_idx = np.arange(n_sample)
