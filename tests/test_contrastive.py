@@ -301,9 +301,9 @@ def test_pair_phase_trains_only_the_seen_embedding_rows_to_the_same_encoder(tiny
     """train.skip_unseen_embeddings reaches the pair phase: only the rows of the training sentences'
     tokens are a parameter, and the tuned encoder is the one a full table gives (the other rows
     decayed as AdamW decays them), saved as a plain table."""
-    from nlp_transfer.strategies import contrastive
+    from nlp_transfer.model import embedding_rows
     swapped = []
-    real = contrastive.train_seen_rows
+    real = embedding_rows.train_seen_rows
 
     def spy(encoder, groups, seen):
         module = real(encoder, groups, seen)
@@ -311,7 +311,7 @@ def test_pair_phase_trains_only_the_seen_embedding_rows_to_the_same_encoder(tiny
         swapped.append((len(module.seen), module.num_embeddings, id(module.rows) in optimised,
                         id(module.weight) in optimised))
         return module
-    monkeypatch.setattr(contrastive, "train_seen_rows", spy)
+    monkeypatch.setattr(embedding_rows, "train_seen_rows", spy)  # the engine's head phase: encoder frozen
     tuned = {}
     for skip in (False, True):
         settings = {"epochs": 1, "lr": 1e-3, "weight_decay": 0.1, "skip_unseen_embeddings": skip}  # decay shows

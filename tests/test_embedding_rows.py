@@ -14,7 +14,7 @@ from torch import nn
 from conftest import recipe_kwargs
 from nlp_transfer import Recipe, load, train
 from nlp_transfer.model.embedding_rows import (SeenRowsEmbedding, merge_seen_rows, token_ids_in, train_seen_rows,
-                                               unseen_decay, why_not_seen_rows)
+                                               train_seen_rows_if_exact, unseen_decay, why_not_seen_rows)
 
 PROBE = ["stocks fell on the market", "the team won the match", "a new phone chip", "zebra quantum"]
 
@@ -79,6 +79,26 @@ def test_it_applies_only_where_the_update_is_the_same(tiny_model) -> None:
     assert enc.get_input_embeddings() is module and groups[0]["params"] == [module.rows]
     assert merge_seen_rows(enc) and type(enc.get_input_embeddings()) is nn.Embedding
     assert not merge_seen_rows(enc)  # nothing left to merge
+
+
+def test_both_loops_entry_reads_the_ids_only_where_it_applies(tiny_model) -> None:
+    """The engine's loop and contrastive's pair phase share this entry: a refusal leaves the table
+    (and its optimizer group) as it was without reading the training ids; otherwise only their rows train."""
+    enc = _bert(tiny_model)
+    table = enc.get_input_embeddings()
+    decayed = [{"params": [table.weight], "weight_decay": 0.01}]
+
+    def ids():
+        raise AssertionError("the training ids were read although every row trains")
+        yield  # a generator
+
+    module, line = train_seen_rows_if_exact(enc, decayed, ids(), skipped_steps=True)
+    assert module is None and line.startswith("every word-embedding row trains:") and "fp16" in line
+    assert enc.get_input_embeddings() is table and decayed[0]["params"] == [table.weight]
+    module, line = train_seen_rows_if_exact(enc, decayed, [np.array([7, 3, 7]), np.array([5])])
+    assert module is enc.get_input_embeddings() and module.seen.tolist() == [3, 5, 7]
+    assert decayed[0]["params"] == [module.rows]
+    assert line.startswith(f"3 of {table.num_embeddings:,} word-embedding rows occur in the training data and train")
 
 
 def test_unseen_decay_is_what_adamw_does_to_a_row_without_gradient() -> None:

@@ -137,6 +137,21 @@ def train_seen_rows(encoder: nn.Module, groups: list[dict], seen: torch.Tensor) 
     return module
 
 
+def train_seen_rows_if_exact(encoder: nn.Module, groups: list[dict], id_lists: Iterable[np.ndarray],
+                             skipped_steps: bool = False) -> tuple[SeenRowsEmbedding | None, str]:
+    """``train.skip_unseen_embeddings`` for one training loop (the engine's, contrastive's pair phase):
+    train only the rows of the token ids in ``id_lists`` (read lazily, only when it applies) where
+    :func:`why_not_seen_rows` finds it the same update. Returns the module (None: every row trains)
+    and one line saying which happened, for the loop's log."""
+    why = why_not_seen_rows(encoder, groups, skipped_steps=skipped_steps)
+    if why is not None:
+        return None, f"every word-embedding row trains: {why}"
+    vocab = encoder.get_input_embeddings().num_embeddings
+    module = train_seen_rows(encoder, groups, token_ids_in(id_lists, vocab))
+    return module, (f"{len(module.seen):,} of {vocab:,} word-embedding rows occur in the training data and train; "
+                    "the others only follow weight decay (train.skip_unseen_embeddings)")
+
+
 def merge_seen_rows(encoder: nn.Module, unseen_scale: float = 1.0) -> bool:
     """Put a plain embedding with the trained rows back in the encoder (the other rows scaled by
     ``unseen_scale``); False when there was none."""

@@ -43,8 +43,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nlp_transfer.errors import ConfigError, NLPTransferError
-from nlp_transfer.model.embedding_rows import (SeenRowsEmbedding, merge_seen_rows, token_ids_in, train_seen_rows,
-                                               unseen_decay, why_not_seen_rows)
+from nlp_transfer.model.embedding_rows import (SeenRowsEmbedding, merge_seen_rows, train_seen_rows_if_exact,
+                                               unseen_decay)
 from nlp_transfer.strategies.base import TuneContext
 from nlp_transfer.strategies.frozen import FrozenStrategy
 from nlp_transfer.strategies.full import FullStrategy
@@ -281,14 +281,12 @@ class ContrastiveStrategy(FullStrategy):
         word-embedding rows of the training sentences' tokens train: the same update, without a dense
         gradient and AdamW pass over MiniLM's table (half its weights) each step; emotion k=8, the
         same accuracy in 0.95x the time (benchmarks/results/fewshot_seen_rows.md). None: every row trains."""
-        encoder = ctx.model.encoder
-        # no gradient scaler in this phase, so no skipped steps (why_not_seen_rows' skipped_steps)
-        if not ctx.cfg.train.skip_unseen_embeddings or why_not_seen_rows(encoder, groups) is not None:
+        if not ctx.cfg.train.skip_unseen_embeddings:
             return None
-        vocab = encoder.get_input_embeddings().num_embeddings
-        module = train_seen_rows(encoder, groups, token_ids_in((r["input_ids"] for r in rows), vocab))
-        ctx.say(f"[nlp_transfer] contrastive: {len(module.seen):,} of {vocab:,} word-embedding rows occur in the "
-                "training sentences and train; the others only follow weight decay (train.skip_unseen_embeddings)")
+        # no gradient scaler in this phase, so no skipped steps (why_not_seen_rows' skipped_steps)
+        module, line = train_seen_rows_if_exact(ctx.model.encoder, groups, (r["input_ids"] for r in rows))
+        if module is not None:
+            ctx.say(f"[nlp_transfer] contrastive: {line}")
         return module
 
     def _lora_encoder(self, model: nn.Module) -> nn.Module:

@@ -34,8 +34,7 @@ from nlp_transfer.metrics import preload as preload_metrics
 from nlp_transfer.training.step import build_optimizer, clip_parameters, compiled_step_model, training_step
 from nlp_transfer.model import (HEADS, TASKS, auto_pooling, build_model, count_params, format_params, load_encoder,
                                 load_tokenizer, resolve_head, resolve_model)
-from nlp_transfer.model.embedding_rows import (merge_seen_rows, token_ids_in, train_seen_rows, unseen_decay,
-                                               why_not_seen_rows)
+from nlp_transfer.model.embedding_rows import merge_seen_rows, train_seen_rows_if_exact, unseen_decay
 from nlp_transfer.model.multitask import MultiHead, MultiTaskModel
 from nlp_transfer.model import GlobalBatchDropout
 from nlp_transfer.model.features import launched_on_cpus
@@ -325,16 +324,11 @@ class Engine:
         self.seen_rows = None
         if not self.cfg.train.skip_unseen_embeddings or self.streamed:
             return
-        why = why_not_seen_rows(encoder, groups, skipped_steps=self.accelerator.mixed_precision == "fp16")
-        if why is not None:
-            self.log.debug(f"[nlp_transfer] every word-embedding row trains: {why}")
-            return
-        vocab = encoder.get_input_embeddings().num_embeddings
-        seen = token_ids_in((chunk.flatten().to_numpy() for r in self.runs.values()
-                             for chunk in r.train_tok.data.column("input_ids").chunks), vocab)
-        self.seen_rows = module = train_seen_rows(encoder, groups, seen)
-        self.say(f"[nlp_transfer] word embedding: {len(module.seen):,} of {vocab:,} rows occur in the training "
-                 f"data and train; the others only follow weight decay (train.skip_unseen_embeddings)")
+        ids = (chunk.flatten().to_numpy() for r in self.runs.values()
+               for chunk in r.train_tok.data.column("input_ids").chunks)
+        self.seen_rows, line = train_seen_rows_if_exact(encoder, groups, ids,
+                                                        skipped_steps=self.accelerator.mixed_precision == "fp16")
+        (self.say if self.seen_rows is not None else self.log.debug)(f"[nlp_transfer] {line}")
 
     def merge_embedding_rows(self, step: int) -> None:
         """One plain word-embedding table again (after ``train_seen_rows``), as of ``step``."""
