@@ -78,7 +78,9 @@ BBC_SPLIT_SEED = 1234
 EVAL_SEED = 1234
 SST2_LABELS = {0: "negative", 1: "positive"}
 SETFIT_ARGS = {"batch_size": 16, "num_epochs": 1, "num_iterations": 20}
-#: SetFit's ``get_templated_dataset`` default template (and ``data.label_template``'s).
+#: SetFit's ``get_templated_dataset`` default template (and ``data.label_template``'s; a literal, not
+#: read from nlp_transfer.config, since this module imports nothing of ours before a peer's clock starts;
+#: tests/test_fewshot_benchmark.py checks the two agree).
 LABEL_TEMPLATE = "This sentence is {}"
 OURS_TRAIN_SAMPLE = 64
 RECORD_KEY = ("dataset", "k", "seed", "peer")
@@ -242,7 +244,8 @@ def accuracy_metric(y_pred: Any, y_true: Any) -> dict[str, float]:
 def templated_rows(train_rows: list[dict], copies: int, template: str = LABEL_TEMPLATE) -> list[dict]:
     """SetFit's ``get_templated_dataset(candidate_labels=<the classes>, sample_size=copies)`` rows,
     labelled by name as the benchmark's rows are (that function labels by index), classes sorted;
-    the same rows ``data.label_examples`` gives ours."""
+    the same rows ``data.label_examples`` gives ours (which also reads ``_`` in a name as a space; no
+    class name of these datasets has one)."""
     return [{"text": template.format(label), "label": label}
             for label in sorted(group_by_label(train_rows)) for _ in range(copies)]
 

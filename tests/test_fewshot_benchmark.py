@@ -228,8 +228,8 @@ def test_setfit_gets_the_class_name_rows_ours_adds():
     from nlp_transfer.data import add_label_examples, prepare_data
     train = toy_rows({"sadness": 3, "joy": 3, "anger": 3})
     extra = fewshot.templated_rows(train, 2)
-    data = prepare_data(DataConfig(name={"train": train, "validation": train[:3]}, dedup=False))
-    ours = add_label_examples(data, 2, fewshot.LABEL_TEMPLATE, "sequence_classification")
+    cfg = DataConfig(name={"train": train, "validation": train[:3]}, dedup=False)
+    ours = add_label_examples(prepare_data(cfg), 2, cfg.label_template, "sequence_classification")  # our default
     names = ours.label_names
     assert [(r["text"], r["label"]) for r in extra] == \
         [(t, names[y]) for t, y in zip(ours.train["text"][9:], ours.train["label"][9:])]
